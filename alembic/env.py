@@ -1,0 +1,50 @@
+"""Alembic environment: migrates the database named by DATABASE_URL with a synchronous driver."""
+
+from logging.config import fileConfig
+
+from sqlalchemy import create_engine
+
+from alembic import context
+from app import models  # noqa: F401  (registers the tables on Base.metadata)
+from app.config import DatabaseSettings
+from app.db import Base, sync_url
+
+config = context.config
+if config.config_file_name is not None and config.attributes.get("configure_logging", True):
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+database_url = config.attributes.get("database_url") or DatabaseSettings().DATABASE_URL
+url = sync_url(database_url)
+
+
+def run_migrations_offline() -> None:
+    context.configure(
+        url=url,
+        target_metadata=Base.metadata,
+        literal_binds=True,
+        render_as_batch=url.get_backend_name() == "sqlite",
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            context.configure(
+                connection=connection,
+                target_metadata=Base.metadata,
+                render_as_batch=connection.dialect.name == "sqlite",
+                compare_type=True,
+            )
+            with context.begin_transaction():
+                context.run_migrations()
+    finally:
+        engine.dispose()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

@@ -1,0 +1,172 @@
+"""/account: login, refresh, logout, registration, profile, password and sessions."""
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response, status
+
+from app.deps import AccessClaims, ClientInfo, CurrentUser, DbSession, RuntimeDep
+from app.errors import NotFound
+from app.openapi import problems
+from app.schemas import (
+    LoginRequest,
+    PasswordChangeRequest,
+    RefreshRequest,
+    RegisterRequest,
+    SessionInfo,
+    TokenPair,
+    UserProfile,
+)
+from app.services import accounts, sessions
+
+router = APIRouter(prefix="/account", tags=["account"])
+
+
+def token_pair(grant: sessions.Grant, response: Response) -> TokenPair:
+    # RFC 6749 §5.1: responses that carry tokens are never cached.
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    return TokenPair(
+        access_token=grant.access_token,
+        expires_in=grant.expires_in,
+        refresh_token=grant.refresh_token,
+        refresh_expires_in=grant.refresh_expires_in,
+    )
+
+
+@router.post("/login", response_model=TokenPair, responses=problems(400, 413, 422))
+async def login(
+    body: LoginRequest, db: DbSession, runtime: RuntimeDep, client: ClientInfo, response: Response
+) -> TokenPair:
+    """Exchange email and password for an access token and a refresh token."""
+    user = await accounts.authenticate(
+        db, hasher=runtime.hasher, email=body.email, password=body.password
+    )
+    grant = await sessions.start(
+        db, issuer=runtime.issuer, user=user, client=client, now=runtime.now()
+    )
+    return token_pair(grant, response)
+
+
+@router.post("/refresh", response_model=TokenPair, responses=problems(401, 413, 422))
+async def refresh(
+    body: RefreshRequest,
+    db: DbSession,
+    runtime: RuntimeDep,
+    client: ClientInfo,
+    response: Response,
+) -> TokenPair:
+    """Spend a refresh token for a new pair; a spent token revokes its whole session."""
+    grant = await sessions.rotate(
+        db,
+        issuer=runtime.issuer,
+        refresh_token=body.refresh_token,
+        client=client,
+        revoked=runtime.revoked,
+        now=runtime.now(),
+    )
+    return token_pair(grant, response)
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=problems(413, 422))
+async def logout(body: RefreshRequest, db: DbSession, runtime: RuntimeDep) -> None:
+    """End the session of this refresh token (RFC 7009: an unknown token answers 204 too)."""
+    await sessions.end(
+        db, refresh_token=body.refresh_token, revoked=runtime.revoked, now=runtime.now()
+    )
+
+
+@router.post("/logout-all", status_code=status.HTTP_204_NO_CONTENT, responses=problems(401))
+async def logout_all(claims: AccessClaims, db: DbSession, runtime: RuntimeDep) -> None:
+    """End every session of the caller, cutting their live access tokens too."""
+    await sessions.end_all(db, user_id=claims.user_id, revoked=runtime.revoked, now=runtime.now())
+
+
+@router.post(
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserProfile,
+    responses=problems(404, 409, 413, 422),
+)
+async def register(
+    body: RegisterRequest, db: DbSession, runtime: RuntimeDep, response: Response
+) -> UserProfile:
+    """Create an account; 404 when registration is disabled."""
+    if not runtime.settings.REGISTRATION_ENABLED:
+        raise NotFound()
+    user = await accounts.register(
+        db,
+        hasher=runtime.hasher,
+        email=body.email,
+        password=body.password,
+        min_length=runtime.settings.PASSWORD_MIN_LENGTH,
+        now=runtime.now(),
+        first_name=body.first_name,
+        last_name=body.last_name,
+        phone_number=body.phone_number,
+    )
+    response.headers["Location"] = "/account/me"
+    return UserProfile.model_validate(user)
+
+
+@router.get("/me", response_model=UserProfile, responses=problems(401))
+async def me(user: CurrentUser) -> UserProfile:
+    """The caller's profile."""
+    return UserProfile.model_validate(user)
+
+
+@router.post(
+    "/password", status_code=status.HTTP_204_NO_CONTENT, responses=problems(400, 401, 413, 422)
+)
+async def change_password(
+    body: PasswordChangeRequest, user: CurrentUser, db: DbSession, runtime: RuntimeDep
+) -> None:
+    """Replace the password; every session of the user ends, this one included."""
+    await accounts.change_password(
+        db,
+        hasher=runtime.hasher,
+        user=user,
+        current_password=body.current_password,
+        new_password=body.new_password,
+        min_length=runtime.settings.PASSWORD_MIN_LENGTH,
+    )
+    await sessions.end_all(db, user_id=user.id, revoked=runtime.revoked, now=runtime.now())
+
+
+@router.get("/sessions", response_model=list[SessionInfo], responses=problems(401))
+async def list_sessions(
+    claims: AccessClaims, db: DbSession, runtime: RuntimeDep
+) -> list[SessionInfo]:
+    """The caller's live sessions; `current` marks the one this access token belongs to."""
+    active = await sessions.list_active(db, user_id=claims.user_id, now=runtime.now())
+    return [
+        SessionInfo(
+            id=session.id,
+            created_at=session.created_at,
+            last_used_at=session.last_used_at,
+            expires_at=session.expires_at,
+            user_agent=session.user_agent,
+            ip=session.ip,
+            current=session.id == claims.session_id,
+        )
+        for session in active
+    ]
+
+
+@router.delete(
+    "/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problems(401, 404)
+)
+async def delete_session(
+    session_id: Annotated[str, Path(description="a session id from GET /account/sessions")],
+    claims: AccessClaims,
+    db: DbSession,
+    runtime: RuntimeDep,
+) -> None:
+    """End one of the caller's sessions; any other id, or an ended session, is a 404."""
+    try:
+        parsed = uuid.UUID(session_id)
+    except ValueError:
+        raise NotFound("no such session") from None
+    await sessions.end_one(
+        db, user_id=claims.user_id, session_id=parsed, revoked=runtime.revoked, now=runtime.now()
+    )

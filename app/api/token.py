@@ -1,0 +1,99 @@
+"""POST /account/token: the OAuth 2.0 token endpoint (RFC 6749 §4.3 and §6) Swagger UI uses."""
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
+
+from app.api.account import token_pair
+from app.deps import ClientInfo, DbSession, RuntimeDep
+from app.errors import (
+    AppError,
+    InvalidCredentials,
+    InvalidTokenRequest,
+    UnsupportedGrantType,
+    oauth_response,
+)
+from app.openapi import problems
+from app.schemas import OAuthErrorBody, Text, TokenPair, canonical_email
+from app.services import accounts, sessions
+
+
+class OAuthErrorRoute(APIRoute):
+    """Renders this endpoint's errors in the RFC 6749 §5.2 shape instead of problem+json."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def oauth_handler(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError:
+                return oauth_response(InvalidTokenRequest())
+            except HTTPException as exc:
+                if exc.status_code != 400:  # pragma: no cover - body parsing is the only source
+                    raise
+                return oauth_response(InvalidTokenRequest())
+            except AppError as exc:
+                if exc.oauth_error is None:
+                    raise
+                return oauth_response(exc)
+
+        return oauth_handler
+
+
+router = APIRouter(prefix="/account", tags=["account"], route_class=OAuthErrorRoute)
+
+OAUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": OAuthErrorBody, "description": "RFC 6749 §5.2 error"},
+    **problems(413),
+}
+
+
+@router.post("/token", response_model=TokenPair, responses=OAUTH_ERRORS)
+async def token(
+    db: DbSession,
+    runtime: RuntimeDep,
+    client: ClientInfo,
+    response: Response,
+    grant_type: Annotated[str | None, Form(examples=["password"])] = None,
+    username: Annotated[Text | None, Form(description="the account's email")] = None,
+    password: Annotated[Text | None, Form()] = None,
+    refresh_token: Annotated[Text | None, Form()] = None,
+) -> TokenPair:
+    """OAuth 2.0 token endpoint: grant_type=password or grant_type=refresh_token."""
+    now = runtime.now()
+    if grant_type == "password":
+        if username is None or password is None:
+            raise InvalidTokenRequest("username and password are required")
+        user = await accounts.authenticate(
+            db, hasher=runtime.hasher, email=_as_email(username), password=password
+        )
+        grant = await sessions.start(db, issuer=runtime.issuer, user=user, client=client, now=now)
+    elif grant_type == "refresh_token":
+        if refresh_token is None:
+            raise InvalidTokenRequest("refresh_token is required")
+        grant = await sessions.rotate(
+            db,
+            issuer=runtime.issuer,
+            refresh_token=refresh_token,
+            client=client,
+            revoked=runtime.revoked,
+            now=now,
+        )
+    elif grant_type is None:
+        raise InvalidTokenRequest("grant_type is required")
+    else:
+        raise UnsupportedGrantType()
+    return token_pair(grant, response)
+
+
+def _as_email(username: str) -> str:
+    email = canonical_email(username)
+    if "@" not in email:
+        # Cannot be anyone's email: the same answer as a wrong password.
+        raise InvalidCredentials()
+    return email

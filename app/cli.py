@@ -1,0 +1,239 @@
+"""The jwt-auth-api command: serve, create-user, prune."""
+
+import argparse
+import asyncio
+import getpass
+import secrets
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings, load_settings
+
+DEMO_EMAIL = "demo@example.com"
+PRUNE_BATCH_SIZE = 1000
+
+_Work = Callable[[AsyncSession], Awaitable[object]]
+
+
+def _alembic_ini() -> Path:
+    for folder in (Path(__file__).resolve().parent.parent, Path.cwd()):
+        if (folder / "alembic.ini").is_file():
+            return folder / "alembic.ini"
+    sys.exit("error: alembic.ini not found; run from the repository root")
+
+
+def migrate(settings: Settings) -> None:
+    """alembic upgrade head on DATABASE_URL."""
+    from alembic.config import Config
+
+    from alembic import command
+
+    config = Config(str(_alembic_ini()))
+    config.attributes["database_url"] = settings.DATABASE_URL
+    command.upgrade(config, "head")
+
+
+async def _with_db(settings: Settings, work: _Work) -> object:
+    from app.db import create_engine_for, create_sessionmaker
+
+    engine = create_engine_for(settings)
+    try:
+        async with create_sessionmaker(engine)() as db, db.begin():
+            return await work(db)
+    finally:
+        await engine.dispose()
+
+
+async def _set_user(
+    settings: Settings,
+    *,
+    email: str,
+    password: str,
+    first_name: str | None = None,
+    last_name: str | None = None,
+    phone_number: str | None = None,
+) -> None:
+    from app.runtime import utc_now
+    from app.security.passwords import PasswordHasher
+    from app.services import accounts
+
+    hasher = PasswordHasher(
+        memory_kib=settings.PASSWORD_HASH_MEMORY_KIB,
+        time_cost=settings.PASSWORD_HASH_TIME_COST,
+        parallelism=settings.PASSWORD_HASH_PARALLELISM,
+    )
+
+    async def work(db: AsyncSession) -> object:
+        return await accounts.set_user(
+            db,
+            hasher=hasher,
+            email=email,
+            password=password,
+            now=utc_now(),
+            first_name=first_name,
+            last_name=last_name,
+            phone_number=phone_number,
+        )
+
+    try:
+        await _with_db(settings, work)
+    finally:
+        hasher.shutdown()
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = load_settings()
+    if args.workers > 1 and settings.RATE_LIMIT_STORAGE_URL == "memory://":
+        print(
+            "error: --workers above 1 needs shared storage; the revoked-session set of "
+            "memory:// lives in one process",
+            file=sys.stderr,
+        )
+        return 2
+    if args.demo and settings.ENVIRONMENT == "production":
+        print("error: --demo is refused under ENVIRONMENT=production", file=sys.stderr)
+        return 2
+    migrate(settings)
+    if args.demo:
+        password = secrets.token_urlsafe(18)
+        asyncio.run(_set_user(settings, email=DEMO_EMAIL, password=password, first_name="Demo"))
+        print(f"demo account: {DEMO_EMAIL}  password: {password}", flush=True)
+    proxies = ",".join(settings.TRUSTED_PROXIES)
+    uvicorn.run(
+        "app.main:app",
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        # uvicorn believes X-Forwarded-For from 127.0.0.1 by default; we believe
+        # only TRUSTED_PROXIES, and nobody when it is empty.
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies or None,
+    )
+    return 0
+
+
+def create_user(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from app.schemas import RegisterRequest
+    from app.security.passwords import password_problem
+
+    settings = load_settings()
+    password = _read_password()
+    try:
+        request = RegisterRequest(
+            email=args.email,
+            password=password,
+            first_name=args.first_name,
+            last_name=args.last_name,
+            phone_number=args.phone_number,
+        )
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"])
+        print(f"error: {field} {error['msg']}", file=sys.stderr)
+        return 2
+    problem = password_problem(password, min_length=settings.PASSWORD_MIN_LENGTH)
+    if problem is not None:
+        print(f"error: password {problem}", file=sys.stderr)
+        return 2
+    asyncio.run(
+        _set_user(
+            settings,
+            email=request.email,
+            password=password,
+            first_name=request.first_name,
+            last_name=request.last_name,
+            phone_number=request.phone_number,
+        )
+    )
+    print(f"user {request.email} is ready")
+    return 0
+
+
+def _read_password() -> str:
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    password = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != password:
+        sys.exit("error: the passwords differ")
+    return password
+
+
+def prune(args: argparse.Namespace) -> int:
+    from app.runtime import utc_now
+    from app.services import sessions
+
+    settings = load_settings()
+    # Ended families stay one access-token lifetime: the revoked-session set is
+    # refilled from them after a restart.
+    ended_before = utc_now() - timedelta(seconds=settings.TOKEN_ACCESS_TTL_SECONDS)
+    total = 0
+    while True:
+        # One short transaction per batch, so pruning never blocks the service for long.
+        deleted = asyncio.run(
+            _with_db(
+                settings,
+                lambda db: sessions.prune(
+                    db, ended_before=ended_before, batch_size=args.batch_size
+                ),
+            )
+        )
+        assert isinstance(deleted, int)
+        total += deleted
+        if deleted == 0:
+            break
+    print(f"pruned {total} refresh-token rows")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jwt-auth-api", description="JWT access and refresh token service."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("serve", help="migrate the database, then serve the API")
+    run.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    run.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    run.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    run.add_argument(
+        "--demo",
+        action="store_true",
+        help=f"create or reset {DEMO_EMAIL} with a fresh random password, printed",
+    )
+    run.set_defaults(handler=serve)
+
+    user = commands.add_parser(
+        "create-user",
+        help="create a user, or reset the password of an existing one",
+        description="The password is read from standard input, or prompted for on a terminal.",
+    )
+    user.add_argument("--email", required=True)
+    user.add_argument("--first-name")
+    user.add_argument("--last-name")
+    user.add_argument("--phone-number", help="E.164, such as +447700900123")
+    user.set_defaults(handler=create_user)
+
+    clean = commands.add_parser(
+        "prune", help="delete the rows of sessions that ended over one access-token lifetime ago"
+    )
+    clean.add_argument("--batch-size", type=int, default=PRUNE_BATCH_SIZE)
+    clean.set_defaults(handler=prune)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    result: int = args.handler(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

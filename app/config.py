@@ -1,0 +1,144 @@
+"""Settings, read from the environment or a `.env` file; field names are the variable names."""
+
+import os
+import secrets
+import sys
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+PLACEHOLDER_MARK = "change-me"
+MIN_HMAC_KEY_BYTES = 32
+SECRET_KEY_FILE = ".token_secret_key"
+DEFAULT_DATABASE_URL = "sqlite:///./jwt_auth.db"
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class DatabaseSettings(BaseSettings):
+    """The one setting migrations need: they run without any token secret."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    DATABASE_URL: str = DEFAULT_DATABASE_URL
+
+
+class Settings(DatabaseSettings):
+    ENVIRONMENT: Literal["development", "production"] = "development"
+    DATABASE_POOL_SIZE: int = Field(default=5, ge=1)
+    DATABASE_MAX_OVERFLOW: int = Field(default=10, ge=0)
+
+    TOKEN_SECRET_KEY: str | None = None
+    TOKEN_ISSUER: str = "http://localhost:8000"
+    TOKEN_AUDIENCE: str = "API"
+    TOKEN_ALGORITHM: Literal["HS256"] = "HS256"
+    TOKEN_ACCESS_TTL_SECONDS: int = Field(default=1200, ge=1)
+    TOKEN_REFRESH_TTL_SECONDS: int = Field(default=604800, ge=1)
+    TOKEN_SESSION_MAX_SECONDS: int = Field(default=2592000, ge=1)
+    TOKEN_LEEWAY_SECONDS: int = Field(default=0, ge=0)
+
+    REGISTRATION_ENABLED: bool = True
+    PASSWORD_MIN_LENGTH: int = Field(default=15, ge=1, le=256)
+    PASSWORD_HASH_MEMORY_KIB: int = Field(default=19456, ge=8)
+    PASSWORD_HASH_TIME_COST: int = Field(default=2, ge=1)
+    PASSWORD_HASH_PARALLELISM: int = Field(default=1, ge=1)
+
+    RATE_LIMIT_STORAGE_URL: str = "memory://"
+    TRUSTED_PROXIES: Annotated[list[str], NoDecode] = []
+
+    _split_lists = field_validator("TRUSTED_PROXIES", mode="before")(_split_commas)
+
+    @field_validator("TOKEN_SECRET_KEY")
+    @classmethod
+    def _secret_is_strong(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if PLACEHOLDER_MARK in value:
+            raise ValueError(
+                "is the .env.example placeholder; set a random value of at least "
+                f"{MIN_HMAC_KEY_BYTES} bytes (python -c 'import secrets; "
+                "print(secrets.token_urlsafe(48))')"
+            )
+        if len(value.encode()) < MIN_HMAC_KEY_BYTES:
+            raise ValueError(f"must be at least {MIN_HMAC_KEY_BYTES} bytes of UTF-8")
+        return value
+
+    @field_validator("RATE_LIMIT_STORAGE_URL")
+    @classmethod
+    def _storage_is_memory(cls, value: str) -> str:
+        if value != "memory://":
+            raise ValueError("only memory:// is supported")
+        return value
+
+    @model_validator(mode="after")
+    def _production_is_explicit(self) -> "Settings":
+        if self.ENVIRONMENT == "production":
+            if self.TOKEN_SECRET_KEY is None:
+                raise ValueError("TOKEN_SECRET_KEY is required when ENVIRONMENT=production")
+            if self.sqlite_path in (None, ":memory:") and self.is_sqlite:
+                raise ValueError("DATABASE_URL: an in-memory SQLite database loses every account")
+        return self
+
+    @cached_property
+    def is_sqlite(self) -> bool:
+        return make_url(self.DATABASE_URL).get_backend_name() == "sqlite"
+
+    @cached_property
+    def sqlite_path(self) -> str | None:
+        url = make_url(self.DATABASE_URL)
+        if url.get_backend_name() != "sqlite":
+            return None
+        return url.database or ":memory:"
+
+    @property
+    def secret_key(self) -> bytes:
+        if self.TOKEN_SECRET_KEY is None:  # pragma: no cover - load_settings fills it
+            raise RuntimeError("TOKEN_SECRET_KEY is not set")
+        return self.TOKEN_SECRET_KEY.encode()
+
+
+class ConfigurationError(SystemExit):
+    """Start-up stops with one line naming the variable at fault."""
+
+    def __init__(self, message: str) -> None:
+        print(f"configuration error: {message}", file=sys.stderr)
+        super().__init__(2)
+        self.message = message
+
+
+def _development_secret(settings: Settings) -> str:
+    """A random key kept in a 0600 file beside the SQLite database, so tokens survive a restart."""
+    path = settings.sqlite_path
+    folder = Path(path).parent if path and path != ":memory:" else Path.cwd()
+    key_file = folder / SECRET_KEY_FILE
+    try:
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return key_file.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_urlsafe(48))
+    return key_file.read_text().strip()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings, or stop start-up with one clear line."""
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+        if settings.TOKEN_SECRET_KEY is None:
+            settings = settings.model_copy(
+                update={"TOKEN_SECRET_KEY": _development_secret(settings)}
+            )
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        raise ConfigurationError(f"{field} {message}" if field else message) from None
+    return settings

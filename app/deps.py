@@ -1,0 +1,116 @@
+"""FastAPI dependencies, each answering one question about the request."""
+
+import logging
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.db import get_db
+from app.errors import (
+    AuthenticationRequired,
+    InvalidAuthorizationRequest,
+    InvalidToken,
+    ServiceUnavailable,
+)
+from app.models import User
+from app.runtime import Runtime
+from app.security import access_tokens
+from app.security.access_tokens import TokenRejected
+from app.services.sessions import Client
+
+log = logging.getLogger("app.auth")
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_settings(runtime: RuntimeDep) -> Settings:
+    return runtime.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+# Committed or rolled back before the response is sent (FastAPI 0.121+ function scope).
+DbSession = Annotated[AsyncSession, Depends(get_db, scope="function")]
+
+
+def get_client(request: Request) -> Client:
+    # request.client is the socket peer, or the X-Forwarded-For client when
+    # uvicorn trusts the proxy (TRUSTED_PROXIES).
+    return Client.of(
+        request.client.host if request.client else None, request.headers.get("user-agent")
+    )
+
+
+ClientInfo = Annotated[Client, Depends(get_client)]
+
+
+class BearerToken(OAuth2PasswordBearer):
+    """RFC 6750 §2.1 bearer credentials, read strictly.
+
+    FastAPI's own classes answer a bare `Bearer` challenge, accept an empty
+    token and let the first of two Authorization headers win; this one does not.
+    """
+
+    async def __call__(self, request: Request) -> str:  # type: ignore[override]
+        values = [value for name, value in request.scope["headers"] if name == b"authorization"]
+        # RFC 6750 §2: a client uses one method of sending the token per request.
+        if len(values) > 1 or (values and "access_token" in request.query_params):
+            raise InvalidAuthorizationRequest()
+        if not values:
+            # RFC 9700 §4.3.2: a token in the query string alone is never read.
+            raise AuthenticationRequired()
+        scheme, _, credentials = values[0].decode("latin-1").partition(" ")
+        if scheme.lower() != "bearer":
+            raise AuthenticationRequired()
+        token = credentials.strip(" ")
+        if not token:
+            raise InvalidToken("missing token")
+        return token
+
+
+bearer = BearerToken(
+    tokenUrl="/account/token",
+    scheme_name="OAuth2PasswordBearer",
+    description="Log in with the demo account through /account/token.",
+)
+
+
+async def get_access_claims(
+    runtime: RuntimeDep, token: Annotated[str, Security(bearer)]
+) -> access_tokens.AccessClaims:
+    """Who is calling, from a valid access token alone: no database read."""
+    try:
+        claims = runtime.issuer.codec.decode(token)
+    except TokenRejected as exc:
+        raise InvalidToken(exc.reason) from None
+    if not runtime.revoked.loaded:
+        try:
+            await runtime.load_revoked_sessions()
+        except Exception:
+            # Without the revoked set a logged-out token could pass: fail closed.
+            log.exception("cannot load revoked sessions")
+            raise ServiceUnavailable() from None
+    if await runtime.revoked.contains(claims.session_id):
+        raise InvalidToken("session ended")
+    return claims
+
+
+AccessClaims = Annotated[access_tokens.AccessClaims, Depends(get_access_claims)]
+
+
+async def get_current_user(claims: AccessClaims, db: DbSession) -> User:
+    user = await db.get(User, claims.user_id)
+    if user is None:
+        raise InvalidToken("unknown user")
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]

@@ -1,0 +1,135 @@
+"""The application: create_app(settings) wires routers, error handlers, middleware and lifespan."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse
+from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+from swagger_ui_bundle import swagger_ui_path
+
+from app.api import account, meta, protected, token
+from app.config import Settings, load_settings
+from app.errors import ERRORS_BY_STATUS, AppError, ValidationFailed, problem_response
+from app.middleware import BodyLimit
+from app.openapi import install_openapi
+from app.runtime import Runtime
+
+log = logging.getLogger("app")
+
+SWAGGER_STATIC = "/docs/static"
+
+
+def _realm(request: Request) -> str:
+    runtime: Runtime = request.app.state.runtime
+    return runtime.settings.TOKEN_ISSUER
+
+
+async def _app_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AppError)
+    return problem_response(exc, _realm(request))
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    # FastAPI's default echoes the submitted values (a password, say): ours keeps loc and msg only.
+    errors = [
+        {"loc": list(error["loc"]), "msg": str(error["msg"]).removeprefix("Value error, ")}
+        for error in exc.errors()
+    ]
+    return problem_response(ValidationFailed(errors), _realm(request))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    error_class = ERRORS_BY_STATUS.get(exc.status_code)
+    if error_class is None:
+        error: AppError = ValidationFailed([]) if exc.status_code == 422 else AppError()
+        if exc.status_code == 400:
+            error = ValidationFailed([], "the request body could not be parsed")
+    else:
+        error = error_class()
+    response = problem_response(error, _realm(request))
+    response.headers.update(exc.headers or {})
+    return response
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(AppError(), _realm(request))
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    runtime: Runtime = app.state.runtime
+    await runtime.hasher.prepare()
+    try:
+        await runtime.load_revoked_sessions()
+    except Exception:
+        # Serve anyway (/health answers); bearer checks retry and fail closed meanwhile.
+        log.warning("database unreachable at start-up; bearer checks wait for it")
+    yield
+    await runtime.close()
+
+
+def _operation_id(route: APIRoute) -> str:
+    return route.name
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    app = FastAPI(
+        title="JWT auth API",
+        version="0.1.0",
+        description="Login with short-lived JWT access tokens and rotating refresh tokens.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        generate_unique_id_function=_operation_id,
+        swagger_ui_init_oauth={"usePkceWithAuthorizationCodeGrant": False},
+    )
+    app.state.runtime = Runtime.build(settings)
+
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+    app.add_middleware(BodyLimit)
+
+    for module in (account, token, protected, meta):
+        app.include_router(module.router)
+    _serve_docs(app)
+    install_openapi(app)
+    return app
+
+
+def _serve_docs(app: FastAPI) -> None:
+    """Swagger UI from the swagger-ui-bundle package: /docs works offline."""
+    app.mount(SWAGGER_STATIC, StaticFiles(directory=str(swagger_ui_path)), name="swagger-ui")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        params: dict[str, Any] = {"persistAuthorization": False}
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url="/docs/oauth2-redirect",
+            swagger_js_url=f"{SWAGGER_STATIC}/swagger-ui-bundle.js",
+            swagger_css_url=f"{SWAGGER_STATIC}/swagger-ui.css",
+            swagger_favicon_url=f"{SWAGGER_STATIC}/favicon-32x32.png",
+            swagger_ui_parameters=params,
+        )
+
+    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    async def oauth2_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+
+app = create_app()

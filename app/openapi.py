@@ -1,0 +1,82 @@
+"""The OpenAPI document: every error response declared as application/problem+json."""
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from app.errors import PROBLEM_JSON
+from app.schemas import Problem, ValidationProblem
+
+DESCRIPTIONS = {
+    400: "Bad request",
+    401: "Missing, invalid or expired bearer token",
+    403: "Forbidden",
+    404: "Not found",
+    409: "Conflict",
+    413: "Request body over 64 KiB",
+    422: "Malformed request body",
+    429: "Too many attempts; see Retry-After",
+    503: "Service unavailable",
+}
+WWW_AUTHENTICATE = {
+    "WWW-Authenticate": {
+        "description": 'RFC 6750 challenge: Bearer realm="<issuer>", and for a rejected '
+        'token error="invalid_token" with an error_description',
+        "schema": {"type": "string"},
+    }
+}
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """Error responses for a route decorator; rendered as problem+json by `openapi()`."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        response: dict[str, Any] = {
+            "model": ValidationProblem if status == 422 else Problem,
+            "description": DESCRIPTIONS[status],
+        }
+        if status == 401:
+            response["headers"] = WWW_AUTHENTICATE
+        responses[status] = response
+    return responses
+
+
+PROBLEM_SCHEMAS = {f"#/components/schemas/{name}" for name in ("Problem", "ValidationProblem")}
+
+
+def install_openapi(app: FastAPI) -> None:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    _problem_media_type(operation.get("responses", {}))
+            schemas = schema.get("components", {}).get("schemas", {})
+            for unused in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(unused, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _problem_media_type(responses: dict[str, Any]) -> None:
+    for status, response in responses.items():
+        if int(status) < 400:
+            continue
+        content = response.get("content", {})
+        body = content.get("application/json")
+        if body is None:
+            continue
+        ref = body.get("schema", {}).get("$ref", "")
+        if ref.endswith("/HTTPValidationError"):
+            body = {"schema": {"$ref": "#/components/schemas/ValidationProblem"}}
+        elif ref not in PROBLEM_SCHEMAS:
+            continue  # the token endpoint's RFC 6749 errors stay application/json
+        response["content"] = {PROBLEM_JSON: body}

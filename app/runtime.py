@@ -1,0 +1,76 @@
+"""What one running service holds: settings, database, hasher, token issuer, revoked sessions."""
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.db import create_engine_for, create_sessionmaker
+from app.revocations import RevokedSessions
+from app.security.access_tokens import AccessTokenCodec
+from app.security.keys import hmac_key
+from app.security.passwords import PasswordHasher
+from app.services import sessions
+from app.services.sessions import TokenIssuer
+
+
+def utc_now() -> datetime:
+    # Timestamps have whole seconds (the contract), so tokens and rows agree.
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    hasher: PasswordHasher
+    issuer: TokenIssuer
+    revoked: RevokedSessions
+    clock: Callable[[], datetime] = field(default=utc_now)
+
+    @classmethod
+    def build(cls, settings: Settings) -> "Runtime":
+        engine = create_engine_for(settings)
+        codec = AccessTokenCodec(
+            signing_key=hmac_key(settings.secret_key, settings.TOKEN_ALGORITHM),
+            issuer=settings.TOKEN_ISSUER,
+            audience=settings.TOKEN_AUDIENCE,
+            leeway_seconds=settings.TOKEN_LEEWAY_SECONDS,
+        )
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessionmaker=create_sessionmaker(engine),
+            hasher=PasswordHasher(
+                memory_kib=settings.PASSWORD_HASH_MEMORY_KIB,
+                time_cost=settings.PASSWORD_HASH_TIME_COST,
+                parallelism=settings.PASSWORD_HASH_PARALLELISM,
+            ),
+            issuer=TokenIssuer(
+                codec=codec,
+                access_ttl=timedelta(seconds=settings.TOKEN_ACCESS_TTL_SECONDS),
+                refresh_ttl=timedelta(seconds=settings.TOKEN_REFRESH_TTL_SECONDS),
+                session_max=timedelta(seconds=settings.TOKEN_SESSION_MAX_SECONDS),
+            ),
+            revoked=RevokedSessions(settings.TOKEN_ACCESS_TTL_SECONDS),
+        )
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    async def load_revoked_sessions(self) -> None:
+        """Refill the revoked-session set from the database (once per process)."""
+
+        async def fetch(since: datetime) -> list[tuple[uuid.UUID, datetime]]:
+            async with self.sessionmaker() as db:
+                return list(await sessions.recently_revoked(db, since=since))
+
+        await self.revoked.load(fetch)
+
+    async def close(self) -> None:
+        self.hasher.shutdown()
+        await self.engine.dispose()

@@ -1,0 +1,158 @@
+"""Request and response bodies, named as in the contract."""
+
+import unicodedata
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from app.models import EMAIL_MAX_LENGTH, NAME_MAX_LENGTH
+
+
+def _storable(value: str) -> str:
+    # PostgreSQL refuses NUL in text and UTF-8 cannot carry a lone surrogate:
+    # refuse both here (422) instead of failing in the driver or in argon2 (500).
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_storable)]
+
+
+def canonical_email(value: str) -> str:
+    """The one form in which emails are stored and compared: trimmed, NFKC, lower-case."""
+    return unicodedata.normalize("NFKC", value.strip()).lower()
+
+
+def _email(value: str) -> str:
+    value = canonical_email(value)
+    if len(value) > EMAIL_MAX_LENGTH:
+        raise ValueError("is not a valid email address")
+    try:
+        validate_email(value, check_deliverability=False)
+    except EmailNotValidError:
+        # The library's message can quote parts of the input; ours does not.
+        raise ValueError("is not a valid email address") from None
+    return value
+
+
+Email = Annotated[Text, AfterValidator(_email)]
+Name = Annotated[Text, StringConstraints(max_length=NAME_MAX_LENGTH)]
+# E.164: "+" then 8 to 15 digits.
+PhoneNumber = Annotated[str, StringConstraints(pattern=r"^\+[0-9]{8,15}$")]
+
+
+class LoginRequest(BaseModel):
+    email: Email
+    # No policy at login: any wrong password, short or long, is "invalid credentials".
+    password: Text
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"email": "demo@example.com", "password": "the demo password"}]
+        }
+    )
+
+
+class RegisterRequest(BaseModel):
+    email: Email
+    password: Text
+    first_name: Name | None = None
+    last_name: Name | None = None
+    phone_number: PhoneNumber | None = None
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "email": "ada@example.com",
+                    "password": "correct horse battery staple",
+                    "first_name": "Ada",
+                    "last_name": "Lovelace",
+                    "phone_number": "+447700900123",
+                }
+            ]
+        }
+    )
+
+
+class RefreshRequest(BaseModel):
+    refresh_token: Text
+
+
+class PasswordChangeRequest(BaseModel):
+    current_password: Text
+    new_password: Text
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_in: int = Field(description="seconds until the access token expires")
+    refresh_token: str | None = None
+    refresh_expires_in: int | None = Field(
+        default=None, description="seconds until the session ends if the token is not used"
+    )
+
+
+class UserProfile(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    email: str
+    first_name: str | None
+    last_name: str | None
+    phone_number: str | None
+    created_at: datetime
+
+
+class SessionInfo(BaseModel):
+    id: uuid.UUID
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime
+    user_agent: str | None
+    ip: str | None
+    current: bool
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Jwks(BaseModel):
+    keys: list[dict[str, str]]
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+
+
+class ValidationErrorItem(BaseModel):
+    loc: list[str | int]
+    msg: str
+
+
+class ValidationProblem(Problem):
+    errors: list[ValidationErrorItem]
+
+
+class OAuthErrorBody(BaseModel):
+    """RFC 6749 §5.2 error response of the token endpoint."""
+
+    error: Literal[
+        "invalid_request", "invalid_grant", "unsupported_grant_type", "temporarily_unavailable"
+    ]
+    error_description: str

@@ -1,0 +1,164 @@
+"""Access tokens: RFC 9068-style JWS, minted and checked with PyJWT and nothing left to defaults."""
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import jwt
+
+from app.security.keys import Key
+
+ACCESS_TOKEN_TYPE = "at+jwt"
+MAX_TOKEN_LENGTH = 8 * 1024
+REQUIRED_CLAIMS = ["exp", "iat", "nbf", "iss", "aud", "sub", "jti", "sid"]
+
+
+class TokenRejected(Exception):
+    """An access token failed a check; `reason` is safe to show (it never holds the token)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    user_id: int
+    session_id: uuid.UUID
+    token_id: str
+    email: str
+    expires_at: int
+
+
+def _is_access_token_type(typ: object) -> bool:
+    # RFC 7515 §4.1.9: media types compare case-insensitively and may omit "application/".
+    if not isinstance(typ, str):
+        return False
+    typ = typ.lower()
+    return typ.removeprefix("application/") == ACCESS_TOKEN_TYPE
+
+
+class AccessTokenCodec:
+    def __init__(
+        self,
+        *,
+        signing_key: Key,
+        verification_keys: Iterable[Key] = (),
+        issuer: str,
+        audience: str,
+        leeway_seconds: int = 0,
+    ) -> None:
+        self._signing_key = signing_key
+        self._keys = {key.kid: key for key in (signing_key, *verification_keys)}
+        self._issuer = issuer
+        self._audience = audience
+        self._leeway = leeway_seconds
+
+    def mint(
+        self,
+        *,
+        user_id: int,
+        email: str,
+        phone: str | None,
+        session_id: uuid.UUID,
+        issued_at: datetime,
+        expires_at: datetime,
+    ) -> str:
+        claims: dict[str, Any] = {
+            "iss": self._issuer,
+            "aud": self._audience,
+            "sub": str(user_id),
+            "iat": int(issued_at.timestamp()),
+            "nbf": int(issued_at.timestamp()),
+            "exp": int(expires_at.timestamp()),
+            "jti": uuid.uuid4().hex,
+            "sid": str(session_id),
+            "email": email,
+        }
+        if phone:
+            claims["phone"] = phone
+        key = self._signing_key
+        return jwt.encode(
+            claims,
+            key.material,
+            algorithm=key.algorithm,
+            headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYPE},
+        )
+
+    def decode(self, token: str) -> AccessClaims:
+        """Every check of the contract, or TokenRejected naming the first that failed."""
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise TokenRejected("token too large")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise TokenRejected("malformed token") from None
+        key = self._keys.get(header.get("kid"))  # type: ignore[arg-type]
+        if key is None:
+            raise TokenRejected("unknown or missing key id")
+        # RFC 8725 §3.1: the key decides the algorithm, never the token ("none" included).
+        if header.get("alg") != key.algorithm:
+            raise TokenRejected("algorithm not allowed")
+        if not _is_access_token_type(header.get("typ")):
+            raise TokenRejected("wrong token type")
+        # RFC 7515 §4.1.11: we understand no extension, so any "crit" must be refused.
+        if "crit" in header:
+            raise TokenRejected("unsupported critical header")
+        try:
+            claims = jwt.decode(
+                token,
+                key.material,
+                algorithms=[key.algorithm],
+                issuer=self._issuer,
+                audience=self._audience,
+                leeway=self._leeway,
+                options={
+                    "require": REQUIRED_CLAIMS,
+                    "verify_signature": True,
+                    "verify_exp": True,
+                    "verify_nbf": True,
+                    "verify_iat": True,
+                    "verify_iss": True,
+                    "verify_aud": True,
+                    "verify_sub": True,
+                    "verify_jti": True,
+                },
+            )
+        except jwt.ExpiredSignatureError:
+            raise TokenRejected("token expired") from None
+        except jwt.ImmatureSignatureError:
+            raise TokenRejected("token not yet valid") from None
+        except jwt.InvalidSignatureError:
+            raise TokenRejected("bad signature") from None
+        except jwt.InvalidIssuerError:
+            raise TokenRejected("wrong issuer") from None
+        except jwt.InvalidAudienceError:
+            raise TokenRejected("wrong audience") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise TokenRejected(f"missing claim {exc.claim}") from None
+        except jwt.InvalidIssuedAtError:
+            raise TokenRejected("invalid iat") from None
+        except jwt.PyJWTError:
+            raise TokenRejected("malformed token") from None
+        return _claims(claims)
+
+
+def _claims(claims: dict[str, Any]) -> AccessClaims:
+    sub, sid, email = claims["sub"], claims["sid"], claims.get("email")
+    if not sub.isascii() or not sub.isdigit():
+        raise TokenRejected("malformed subject")
+    try:
+        session_id = uuid.UUID(sid) if isinstance(sid, str) else None
+    except ValueError:
+        session_id = None
+    if session_id is None:
+        raise TokenRejected("malformed session id")
+    return AccessClaims(
+        user_id=int(sub),
+        session_id=session_id,
+        token_id=claims["jti"],
+        email=email if isinstance(email, str) else "",
+        expires_at=int(claims["exp"]),
+    )

@@ -1,0 +1,102 @@
+"""Password rules and argon2id hashing, kept off the event loop."""
+
+import asyncio
+import gzip
+import os
+import secrets
+import unicodedata
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
+from importlib.resources import files
+from typing import TypeVar
+
+from pwdlib import PasswordHash
+from pwdlib.hashers.argon2 import Argon2Hasher
+
+T = TypeVar("T")
+
+PASSWORD_MAX_LENGTH = 256
+
+
+def normalize_password(password: str) -> str:
+    # NIST SP 800-63B-4 §3.1.1.2: apply NFKC before hashing, so equal-looking inputs match.
+    return unicodedata.normalize("NFKC", password)
+
+
+@cache
+def common_passwords() -> frozenset[str]:
+    """The shipped list of common passwords (see the README for its source and licence)."""
+    data = files("app.data").joinpath("common-passwords.txt.gz").read_bytes()
+    lines = gzip.decompress(data).decode().splitlines()
+    return frozenset(line.strip().lower() for line in lines if line.strip())
+
+
+def password_problem(password: str, *, min_length: int) -> str | None:
+    """Why a new password is refused, or None. Length and blocklist only: no composition rules."""
+    normalized = normalize_password(password)
+    if len(normalized) < min_length:
+        return f"must be at least {min_length} characters"
+    if len(normalized) > PASSWORD_MAX_LENGTH:
+        return f"must be at most {PASSWORD_MAX_LENGTH} characters"
+    if normalized.lower() in common_passwords():
+        return "is too common"
+    return None
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+class PasswordHasher:
+    """argon2id with the configured cost, run in a small executor of its own.
+
+    Argon2 is CPU- and memory-bound (tens of MiB per hash): one thread per core
+    bounds both, and a flood of logins queues here instead of occupying the
+    event loop or the threadpool every other route shares.
+    """
+
+    def __init__(self, *, memory_kib: int, time_cost: int, parallelism: int) -> None:
+        self._hash = PasswordHash(
+            (Argon2Hasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism),)
+        )
+        self._executor = ThreadPoolExecutor(max_workers=cpu_count(), thread_name_prefix="argon2")
+        self._dummy_hash: str | None = None
+        self.verifications = 0
+
+    async def _run(self, fn: Callable[[str, str], T], password: str, password_hash: str) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor, fn, normalize_password(password), password_hash
+        )
+
+    async def hash(self, password: str) -> str:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor, self._hash.hash, normalize_password(password)
+        )
+
+    async def prepare(self) -> None:
+        """Hash the dummy password once, before the first login can be timed."""
+        self._dummy_hash = await self.hash(secrets.token_urlsafe(32))
+
+    async def verify(self, password: str, password_hash: str | None) -> tuple[bool, str | None]:
+        """Whether the password matches, and a new hash when the stored one has other parameters.
+
+        With no stored hash (unknown email) a dummy hash is verified, so the
+        answer and its timing do not tell whether the account exists.
+        """
+        self.verifications += 1
+        if password_hash is None:
+            if self._dummy_hash is None:
+                await self.prepare()
+            assert self._dummy_hash is not None
+            await self._run(self._hash.verify, password, self._dummy_hash)
+            return False, None
+        return await self._run(self._hash.verify_and_update, password, password_hash)
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

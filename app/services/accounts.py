@@ -1,0 +1,110 @@
+"""Account use cases: register, authenticate, change password, create or reset a user."""
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import EmailTaken, InvalidCredentials, WeakPassword, WrongPassword
+from app.models import User
+from app.security.passwords import PasswordHasher, password_problem
+
+
+async def _by_email(db: AsyncSession, email: str) -> User | None:
+    return (await db.execute(select(User).where(User.email == email))).scalar_one_or_none()
+
+
+def check_new_password(password: str, *, field: str, min_length: int) -> None:
+    problem = password_problem(password, min_length=min_length)
+    if problem is not None:
+        raise WeakPassword(field, problem)
+
+
+async def register(
+    db: AsyncSession,
+    *,
+    hasher: PasswordHasher,
+    email: str,
+    password: str,
+    min_length: int,
+    now: datetime,
+    first_name: str | None = None,
+    last_name: str | None = None,
+    phone_number: str | None = None,
+) -> User:
+    """Create an account; the email is already in canonical form. EmailTaken on a duplicate."""
+    check_new_password(password, field="password", min_length=min_length)
+    if await _by_email(db, email) is not None:
+        raise EmailTaken()
+    user = User(
+        email=email,
+        password_hash=await hasher.hash(password),
+        first_name=first_name,
+        last_name=last_name,
+        phone_number=phone_number,
+        created_at=now,
+    )
+    db.add(user)
+    try:
+        # Ask the database now: a concurrent registration may have won the unique index.
+        async with db.begin_nested():
+            await db.flush()
+    except IntegrityError:
+        raise EmailTaken() from None
+    return user
+
+
+async def authenticate(
+    db: AsyncSession, *, hasher: PasswordHasher, email: str, password: str
+) -> User:
+    """The user these credentials belong to, or InvalidCredentials (same answer for unknown emails)."""
+    user = await _by_email(db, email)
+    valid, new_hash = await hasher.verify(password, user.password_hash if user else None)
+    if user is None or not valid:
+        raise InvalidCredentials()
+    if new_hash is not None:
+        # The stored hash used other argon2 parameters: upgrade it now that we know the password.
+        user.password_hash = new_hash
+    return user
+
+
+async def change_password(
+    db: AsyncSession,
+    *,
+    hasher: PasswordHasher,
+    user: User,
+    current_password: str,
+    new_password: str,
+    min_length: int,
+) -> None:
+    """Replace the password after checking the current one; ending sessions is the caller's."""
+    valid, _ = await hasher.verify(current_password, user.password_hash)
+    if not valid:
+        raise WrongPassword()
+    check_new_password(new_password, field="new_password", min_length=min_length)
+    user.password_hash = await hasher.hash(new_password)
+
+
+async def set_user(
+    db: AsyncSession,
+    *,
+    hasher: PasswordHasher,
+    email: str,
+    password: str,
+    now: datetime,
+    first_name: str | None = None,
+    last_name: str | None = None,
+    phone_number: str | None = None,
+) -> User:
+    """Create the account, or reset its password if it exists (the CLI's create-user and --demo)."""
+    user = await _by_email(db, email)
+    if user is None:
+        user = User(email=email, created_at=now, password_hash="")
+        db.add(user)
+    user.password_hash = await hasher.hash(password)
+    user.first_name = first_name if first_name is not None else user.first_name
+    user.last_name = last_name if last_name is not None else user.last_name
+    user.phone_number = phone_number if phone_number is not None else user.phone_number
+    await db.flush()
+    return user

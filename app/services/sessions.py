@@ -1,0 +1,370 @@
+"""Login sessions: families of rotating refresh tokens (RFC 9700 §4.14)."""
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import NoReturn
+
+from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from app.errors import InvalidToken, NotFound, RefreshTokenReused
+from app.models import IP_MAX_LENGTH, USER_AGENT_MAX_LENGTH, RefreshToken, User
+from app.revocations import RevokedSessions
+from app.security.access_tokens import AccessTokenCodec
+from app.security.refresh_tokens import MAX_REFRESH_TOKEN_LENGTH, digest, new_refresh_token
+
+log = logging.getLogger("app.sessions")
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    ip: str | None
+    user_agent: str | None
+
+    @classmethod
+    def of(cls, ip: str | None, user_agent: str | None) -> "Client":
+        return cls(
+            ip=ip[:IP_MAX_LENGTH] if ip else None,
+            user_agent=user_agent[:USER_AGENT_MAX_LENGTH] if user_agent else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TokenIssuer:
+    codec: AccessTokenCodec
+    access_ttl: timedelta
+    refresh_ttl: timedelta
+    session_max: timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    session_id: uuid.UUID
+    access_token: str
+    expires_in: int
+    refresh_token: str
+    refresh_expires_in: int
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveSession:
+    id: uuid.UUID
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime
+    user_agent: str | None
+    ip: str | None
+
+
+def _live(now: datetime, token: type[RefreshToken] = RefreshToken) -> ColumnElement[bool]:
+    """A token that can still be exchanged: unspent, unrevoked, within both lifetimes."""
+    return and_(
+        token.spent_at.is_(None),
+        token.revoked_at.is_(None),
+        token.expires_at > now,
+        token.session_expires_at > now,
+    )
+
+
+def _seconds(later: datetime, now: datetime) -> int:
+    return max(0, int((later - now).total_seconds()))
+
+
+def _issue(
+    db: AsyncSession,
+    issuer: TokenIssuer,
+    *,
+    user: User,
+    session_id: uuid.UUID,
+    session_expires_at: datetime,
+    client: Client,
+    now: datetime,
+) -> tuple[RefreshToken, Grant]:
+    refresh_token = new_refresh_token()
+    row = RefreshToken(
+        session_id=session_id,
+        user_id=user.id,
+        token_digest=digest(refresh_token),
+        created_at=now,
+        expires_at=now + issuer.refresh_ttl,
+        session_expires_at=session_expires_at,
+        user_agent=client.user_agent,
+        ip=client.ip,
+    )
+    db.add(row)
+    # An access token never outlives its family.
+    access_expires_at = min(now + issuer.access_ttl, session_expires_at)
+    access_token = issuer.codec.mint(
+        user_id=user.id,
+        email=user.email,
+        phone=user.phone_number,
+        session_id=session_id,
+        issued_at=now,
+        expires_at=access_expires_at,
+    )
+    grant = Grant(
+        session_id=session_id,
+        access_token=access_token,
+        expires_in=_seconds(access_expires_at, now),
+        refresh_token=refresh_token,
+        refresh_expires_in=_seconds(min(row.expires_at, session_expires_at), now),
+    )
+    return row, grant
+
+
+async def start(
+    db: AsyncSession, *, issuer: TokenIssuer, user: User, client: Client, now: datetime
+) -> Grant:
+    """Begin a new session (family) for a user who just proved who they are."""
+    _, grant = _issue(
+        db,
+        issuer,
+        user=user,
+        session_id=uuid.uuid4(),
+        session_expires_at=now + issuer.session_max,
+        client=client,
+        now=now,
+    )
+    await db.flush()
+    return grant
+
+
+async def rotate(
+    db: AsyncSession,
+    *,
+    issuer: TokenIssuer,
+    refresh_token: str,
+    client: Client,
+    revoked: RevokedSessions,
+    now: datetime,
+) -> Grant:
+    """Spend a refresh token and issue its child; a spent token revokes its family."""
+    if len(refresh_token) > MAX_REFRESH_TOKEN_LENGTH:
+        raise InvalidToken("unknown refresh token")
+    token_digest = digest(refresh_token)
+    # One conditional UPDATE spends the token only while it is live: of two
+    # concurrent refreshes exactly one gets the row back.
+    spent = (
+        await db.execute(
+            update(RefreshToken)
+            .where(RefreshToken.token_digest == token_digest, _live(now))
+            .values(spent_at=now, last_used_at=now)
+            .returning(
+                RefreshToken.id,
+                RefreshToken.session_id,
+                RefreshToken.user_id,
+                RefreshToken.session_expires_at,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    ).one_or_none()
+    if spent is None:
+        await _refuse(db, token_digest, revoked=revoked, now=now)
+    user = await db.get_one(User, spent.user_id)
+    child, grant = _issue(
+        db,
+        issuer,
+        user=user,
+        session_id=spent.session_id,
+        session_expires_at=spent.session_expires_at,
+        client=client,
+        now=now,
+    )
+    await db.flush()
+    await db.execute(
+        update(RefreshToken)
+        .where(RefreshToken.id == spent.id)
+        .values(replaced_by_id=child.id)
+        .execution_options(synchronize_session=False)
+    )
+    return grant
+
+
+async def _refuse(
+    db: AsyncSession, token_digest: bytes, *, revoked: RevokedSessions, now: datetime
+) -> NoReturn:
+    """Explain why a refresh token is not live; a spent one is reuse and ends its family."""
+    found = (
+        await db.execute(
+            select(
+                RefreshToken.session_id,
+                RefreshToken.user_id,
+                RefreshToken.spent_at,
+                RefreshToken.revoked_at,
+            ).where(RefreshToken.token_digest == token_digest)
+        )
+    ).one_or_none()
+    if found is None:
+        raise InvalidToken("unknown refresh token")
+    if found.spent_at is not None:
+        # RFC 9700 §4.14.2: either the client or an attacker holds a stolen
+        # token; we cannot tell which, so the whole family ends.
+        await _revoke_family(db, found.session_id, revoked=revoked, now=now)
+        log.warning(
+            "refresh token reuse detected; session revoked",
+            extra={"user_id": found.user_id, "session_id": str(found.session_id)},
+        )
+        raise RefreshTokenReused()
+    if found.revoked_at is not None:
+        raise InvalidToken("refresh token revoked")
+    raise InvalidToken("refresh token expired")
+
+
+async def _revoke_family(
+    db: AsyncSession, session_id: uuid.UUID, *, revoked: RevokedSessions, now: datetime
+) -> None:
+    await db.execute(
+        update(RefreshToken)
+        .where(RefreshToken.session_id == session_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    # Added before the commit: if the commit fails the session is refused
+    # early, which fails closed.
+    await revoked.add([session_id])
+
+
+async def end(
+    db: AsyncSession, *, refresh_token: str, revoked: RevokedSessions, now: datetime
+) -> None:
+    """Logout (RFC 7009): end the token's session; an unknown token is not an error."""
+    if len(refresh_token) > MAX_REFRESH_TOKEN_LENGTH:
+        return
+    found = (
+        await db.execute(
+            select(RefreshToken.session_id, RefreshToken.user_id, RefreshToken.spent_at).where(
+                RefreshToken.token_digest == digest(refresh_token)
+            )
+        )
+    ).one_or_none()
+    if found is None:
+        return
+    if found.spent_at is not None:
+        log.warning(
+            "spent refresh token presented at logout; session revoked",
+            extra={"user_id": found.user_id, "session_id": str(found.session_id)},
+        )
+    await _revoke_family(db, found.session_id, revoked=revoked, now=now)
+
+
+async def end_all(
+    db: AsyncSession, *, user_id: int, revoked: RevokedSessions, now: datetime
+) -> None:
+    """End every session of a user (logout-all, password change)."""
+    ended = await db.execute(
+        update(RefreshToken)
+        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+        .returning(RefreshToken.session_id)
+        .execution_options(synchronize_session=False)
+    )
+    await revoked.add(set(ended.scalars()))
+
+
+async def end_one(
+    db: AsyncSession,
+    *,
+    user_id: int,
+    session_id: uuid.UUID,
+    revoked: RevokedSessions,
+    now: datetime,
+) -> None:
+    """End one of the caller's live sessions; NotFound for any other id."""
+    is_live = await db.scalar(
+        select(
+            exists().where(
+                RefreshToken.session_id == session_id,
+                RefreshToken.user_id == user_id,
+                _live(now),
+            )
+        )
+    )
+    if not is_live:
+        raise NotFound("no such session")
+    await _revoke_family(db, session_id, revoked=revoked, now=now)
+
+
+async def list_active(db: AsyncSession, *, user_id: int, now: datetime) -> list[ActiveSession]:
+    """The user's live sessions, newest first."""
+    family = (
+        select(
+            RefreshToken.session_id,
+            func.min(RefreshToken.created_at).label("started_at"),
+            func.max(RefreshToken.last_used_at).label("last_used_at"),
+        )
+        .where(RefreshToken.user_id == user_id)
+        .group_by(RefreshToken.session_id)
+        .subquery()
+    )
+    rows = await db.execute(
+        select(RefreshToken, family.c.started_at, family.c.last_used_at)
+        .join(family, family.c.session_id == RefreshToken.session_id)
+        .where(RefreshToken.user_id == user_id, _live(now))
+        .order_by(family.c.started_at.desc(), RefreshToken.id.desc())
+    )
+    return [
+        ActiveSession(
+            id=token.session_id,
+            created_at=_aware(started_at),
+            last_used_at=_aware(last_used_at) if last_used_at is not None else None,
+            expires_at=min(token.expires_at, token.session_expires_at),
+            user_agent=token.user_agent,
+            ip=token.ip,
+        )
+        for token, started_at, last_used_at in rows
+    ]
+
+
+def _aware(value: datetime) -> datetime:
+    # Aggregates bypass the column type on SQLite and come back naive (UTC).
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+async def recently_revoked(
+    db: AsyncSession, *, since: datetime
+) -> Sequence[tuple[uuid.UUID, datetime]]:
+    """(session id, revoked at) of sessions revoked since `since`, to refill the revoked set."""
+    rows = await db.execute(
+        select(RefreshToken.session_id, func.max(RefreshToken.revoked_at))
+        .where(RefreshToken.revoked_at >= since)
+        .group_by(RefreshToken.session_id)
+    )
+    return [(session_id, _aware(revoked_at)) for session_id, revoked_at in rows]
+
+
+async def prune(db: AsyncSession, *, ended_before: datetime, batch_size: int) -> int:
+    """Delete one batch of families that ended before `ended_before`; the number of rows deleted.
+
+    A family has ended when none of its unspent tokens is live or was revoked or
+    expired after the cutoff. Spent rows of live families stay: they are what
+    detects reuse.
+    """
+    tip = aliased(RefreshToken)
+    recent = exists().where(
+        tip.session_id == RefreshToken.session_id,
+        tip.spent_at.is_(None),
+        or_(tip.revoked_at.is_(None), tip.revoked_at >= ended_before),
+        tip.expires_at >= ended_before,
+        tip.session_expires_at >= ended_before,
+    )
+    ended = (
+        (
+            await db.execute(
+                select(RefreshToken.session_id).where(~recent).distinct().limit(batch_size)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    if not ended:
+        return 0
+    result = await db.execute(
+        delete(RefreshToken)
+        .where(RefreshToken.session_id.in_(ended))
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

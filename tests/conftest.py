@@ -1,0 +1,191 @@
+"""Fixtures: one migrated database per run (SQLite by default, PostgreSQL when DATABASE_URL
+names one), emptied after every test, and the app served through TestClient or a real
+uvicorn process."""
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+# Set before anything imports the app: `app.main` builds an app from the environment.
+os.environ.setdefault("TOKEN_SECRET_KEY", secrets.token_urlsafe(48))
+
+from alembic.config import Config
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from alembic import command
+from app.config import Settings
+from app.db import sync_url
+from app.main import create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+# Cheap argon2 for speed; the production parameters are the settings' defaults.
+FAST_HASHING = {
+    "PASSWORD_HASH_MEMORY_KIB": 1024,
+    "PASSWORD_HASH_TIME_COST": 1,
+    "PASSWORD_HASH_PARALLELISM": 1,
+}
+
+
+def _create_postgres_database(server_url: str) -> tuple[str, Callable[[], None]]:
+    """A private database on the server DATABASE_URL names, dropped after the run."""
+    url = sync_url(server_url)
+    name = f"jwt_auth_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return url.set(database=name).render_as_string(hide_password=False), drop
+
+
+@pytest.fixture(scope="session")
+def migrated_database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    configured = os.environ.get("DATABASE_URL", "")
+    if configured and make_url(configured).get_backend_name() == "postgresql":
+        url, drop = _create_postgres_database(configured)
+    else:
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+
+        def drop() -> None:
+            pass
+
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["database_url"] = url
+    config.attributes["configure_logging"] = False
+    command.upgrade(config, "head")
+    yield url
+    drop()
+
+
+@pytest.fixture(scope="session")
+def sync_engine(migrated_database_url: str) -> Iterator[Engine]:
+    engine = create_engine(sync_url(migrated_database_url))
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def database_url(migrated_database_url: str, sync_engine: Engine) -> Iterator[str]:
+    """The migrated database, emptied after the test, so every test starts from a clean one."""
+    yield migrated_database_url
+    with sync_engine.begin() as connection:
+        connection.execute(text("DELETE FROM refresh_tokens"))
+        connection.execute(text("DELETE FROM users"))
+
+
+@pytest.fixture
+def db(sync_engine: Engine, database_url: str) -> Iterator[Session]:
+    """A plain SQLAlchemy session for arranging and inspecting rows; commit what you arrange."""
+    with Session(sync_engine, expire_on_commit=False) as session:
+        yield session
+
+
+@pytest.fixture
+def settings_env(database_url: str) -> dict[str, str]:
+    """Settings as environment variables; tests may change them before asking for `app`."""
+    return {
+        "DATABASE_URL": database_url,
+        "TOKEN_SECRET_KEY": secrets.token_urlsafe(48),
+        "TOKEN_ISSUER": "http://testserver",
+        **{key: str(value) for key, value in FAST_HASHING.items()},
+    }
+
+
+@pytest.fixture
+def settings(settings_env: dict[str, str]) -> Settings:
+    return Settings(**settings_env)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def app(settings: Settings) -> FastAPI:
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app, base_url="http://testserver") as test_client:
+        yield test_client
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class LiveServer:
+    """`uvicorn app.main:app` in a subprocess, configured only by the environment."""
+
+    def __init__(self, env: dict[str, str], args: tuple[str, ...] = ()) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, **env}
+        self.args = args
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "LiveServer":
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(self.port), *self.args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.process.stderr.read().decode()}")  # type: ignore[union-attr]
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process is not None and self.process.stderr is not None:
+            self.process.stderr.close()
+
+
+@pytest.fixture
+def live_server(settings_env: dict[str, str]) -> Iterator[Callable[..., LiveServer]]:
+    """Start servers with the test settings plus overrides: `live_server(TOKEN_ACCESS_TTL_SECONDS="5")`."""
+    started: list[LiveServer] = []
+
+    def start(*args: str, **overrides: Any) -> LiveServer:
+        env = {**settings_env, **{key: str(value) for key, value in overrides.items()}}
+        server = LiveServer(env, args).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,7 +17,7 @@ from app.config import Settings, load_settings
 DEMO_EMAIL = "demo@example.com"
 PRUNE_BATCH_SIZE = 1000
 
-_Work = Callable[[AsyncSession], Awaitable[object]]
+T = TypeVar("T")
 
 
 def _alembic_ini() -> Path:
@@ -37,7 +38,7 @@ def migrate(settings: Settings) -> None:
     command.upgrade(config, "head")
 
 
-async def _with_db(settings: Settings, work: _Work) -> object:
+async def _with_db(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     from app.db import create_engine_for, create_sessionmaker
 
     engine = create_engine_for(settings)
@@ -185,7 +186,6 @@ def prune(args: argparse.Namespace) -> int:
                 ),
             )
         )
-        assert isinstance(deleted, int)
         total += deleted
         if deleted == 0:
             break

@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 
 PLACEHOLDER_MARK = "change-me"
 MIN_HMAC_KEY_BYTES = 32
-SECRET_KEY_FILE = ".token_secret_key"
+SECRET_KEY_FILE = ".token_secret_key"  # noqa: S105 - a file name
 DEFAULT_DATABASE_URL = "sqlite:///./jwt_auth.db"
 
 
@@ -37,9 +37,9 @@ class Settings(DatabaseSettings):
     DATABASE_MAX_OVERFLOW: int = Field(default=10, ge=0)
 
     TOKEN_SECRET_KEY: str | None = None
-    TOKEN_ISSUER: str = "http://localhost:8000"
-    TOKEN_AUDIENCE: str = "API"
-    TOKEN_ALGORITHM: Literal["HS256"] = "HS256"
+    TOKEN_ISSUER: str = "http://localhost:8000"  # noqa: S105
+    TOKEN_AUDIENCE: str = "API"  # noqa: S105
+    TOKEN_ALGORITHM: Literal["HS256"] = "HS256"  # noqa: S105
     TOKEN_ACCESS_TTL_SECONDS: int = Field(default=1200, ge=1)
     TOKEN_REFRESH_TTL_SECONDS: int = Field(default=604800, ge=1)
     TOKEN_SESSION_MAX_SECONDS: int = Field(default=2592000, ge=1)

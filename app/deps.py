@@ -60,7 +60,9 @@ class BearerToken(OAuth2PasswordBearer):
     """
 
     async def __call__(self, request: Request) -> str:  # type: ignore[override]
-        values = [value for name, value in request.scope["headers"] if name == b"authorization"]
+        values: list[bytes] = [
+            value for name, value in request.scope["headers"] if name == b"authorization"
+        ]
         # RFC 6750 §2: a client uses one method of sending the token per request.
         if len(values) > 1 or (values and "access_token" in request.query_params):
             raise InvalidAuthorizationRequest()

@@ -32,38 +32,31 @@ def _realm(request: Request) -> str:
     return runtime.settings.TOKEN_ISSUER
 
 
-async def _app_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, AppError)
-    return problem_response(exc, _realm(request))
-
-
-async def _validation_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
-    # FastAPI's default echoes the submitted values (a password, say): ours keeps loc and msg only.
-    errors = [
-        {"loc": list(error["loc"]), "msg": str(error["msg"]).removeprefix("Value error, ")}
-        for error in exc.errors()
-    ]
-    return problem_response(ValidationFailed(errors), _realm(request))
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    error_class = ERRORS_BY_STATUS.get(exc.status_code)
-    if error_class is None:
-        error: AppError = ValidationFailed([]) if exc.status_code == 422 else AppError()
-        if exc.status_code == 400:
+async def _error_response(request: Request, exc: Exception) -> Response:
+    """The one place errors become responses: problem+json, never an exception's own text."""
+    realm = _realm(request)
+    if isinstance(exc, AppError):
+        return problem_response(exc, realm)
+    if isinstance(exc, RequestValidationError):
+        # FastAPI's default echoes the submitted values (a password, say): ours keeps loc and msg.
+        errors = [
+            {"loc": list(error["loc"]), "msg": str(error["msg"]).removeprefix("Value error, ")}
+            for error in exc.errors()
+        ]
+        return problem_response(ValidationFailed(errors), realm)
+    if isinstance(exc, HTTPException):
+        error_class = ERRORS_BY_STATUS.get(exc.status_code)
+        if error_class is not None:
+            error: AppError = error_class()
+        elif exc.status_code == 400:
             error = ValidationFailed([], "the request body could not be parsed")
-    else:
-        error = error_class()
-    response = problem_response(error, _realm(request))
-    response.headers.update(exc.headers or {})
-    return response
-
-
-async def _unexpected_error(request: Request, exc: Exception) -> Response:
+        else:
+            error = AppError()
+        response = problem_response(error, realm)
+        response.headers.update(exc.headers or {})
+        return response
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return problem_response(AppError(), _realm(request))
+    return problem_response(AppError(), realm)
 
 
 @asynccontextmanager
@@ -97,10 +90,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.runtime = Runtime.build(settings)
 
-    app.add_exception_handler(AppError, _app_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(HTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected_error)
+    for kind in (AppError, RequestValidationError, HTTPException, Exception):
+        app.add_exception_handler(kind, _error_response)
     app.add_middleware(BodyLimit)
 
     for module in (account, token, protected, meta):

@@ -94,7 +94,7 @@ class PasswordChangeRequest(BaseModel):
 
 class TokenPair(BaseModel):
     access_token: str
-    token_type: Literal["Bearer"] = "Bearer"
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 - RFC 6750 token type
     expires_in: int = Field(description="seconds until the access token expires")
     refresh_token: str | None = None
     refresh_expires_in: int | None = Field(

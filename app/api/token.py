@@ -1,6 +1,6 @@
 """POST /account/token: the OAuth 2.0 token endpoint (RFC 6749 §4.3 and §6) Swagger UI uses."""
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request, Response
@@ -25,7 +25,7 @@ from app.services import accounts, sessions
 class OAuthErrorRoute(APIRoute):
     """Renders this endpoint's errors in the RFC 6749 §5.2 shape instead of problem+json."""
 
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def oauth_handler(request: Request) -> Response:

@@ -10,7 +10,7 @@ import jwt
 
 from app.security.keys import Key
 
-ACCESS_TOKEN_TYPE = "at+jwt"
+ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - RFC 9068 media type
 MAX_TOKEN_LENGTH = 8 * 1024
 REQUIRED_CLAIMS = ["exp", "iat", "nbf", "iss", "aud", "sub", "jti", "sid"]
 

@@ -79,9 +79,11 @@ class PasswordHasher:
             self._executor, self._hash.hash, normalize_password(password)
         )
 
-    async def prepare(self) -> None:
+    async def prepare(self) -> str:
         """Hash the dummy password once, before the first login can be timed."""
-        self._dummy_hash = await self.hash(secrets.token_urlsafe(32))
+        if self._dummy_hash is None:
+            self._dummy_hash = await self.hash(secrets.token_urlsafe(32))
+        return self._dummy_hash
 
     async def verify(self, password: str, password_hash: str | None) -> tuple[bool, str | None]:
         """Whether the password matches, and a new hash when the stored one has other parameters.
@@ -91,10 +93,7 @@ class PasswordHasher:
         """
         self.verifications += 1
         if password_hash is None:
-            if self._dummy_hash is None:
-                await self.prepare()
-            assert self._dummy_hash is not None
-            await self._run(self._hash.verify, password, self._dummy_hash)
+            await self._run(self._hash.verify, password, await self.prepare())
             return False, None
         return await self._run(self._hash.verify_and_update, password, password_hash)
 

@@ -58,7 +58,7 @@ async def register(
 async def authenticate(
     db: AsyncSession, *, hasher: PasswordHasher, email: str, password: str
 ) -> User:
-    """The user these credentials belong to, or InvalidCredentials (same answer for unknown emails)."""
+    """The user these credentials belong to, or InvalidCredentials (unknown emails alike)."""
     user = await _by_email(db, email)
     valid, new_hash = await hasher.verify(password, user.password_hash if user else None)
     if user is None or not valid:

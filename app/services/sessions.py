@@ -333,7 +333,7 @@ async def recently_revoked(
         .where(RefreshToken.revoked_at >= since)
         .group_by(RefreshToken.session_id)
     )
-    return [(session_id, _aware(revoked_at)) for session_id, revoked_at in rows]
+    return [(session_id, _aware(revoked_at)) for session_id, revoked_at in rows if revoked_at]
 
 
 async def prune(db: AsyncSession, *, ended_before: datetime, batch_size: int) -> int:

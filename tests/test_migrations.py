@@ -1,0 +1,58 @@
+"""Alembic: the migrations build the models' schema, and go down and up again."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, inspect
+from sqlalchemy.engine import make_url
+
+from app.db import Base, sync_url
+from tests.conftest import ROOT, _create_postgres_database
+
+
+@pytest.fixture
+def empty_database_url(migrated_database_url: str, tmp_path: Path) -> Iterator[str]:
+    """A database of its own, on the same kind of server as the run's."""
+    if make_url(migrated_database_url).get_backend_name() == "postgresql":
+        url, drop = _create_postgres_database(migrated_database_url)
+        yield url
+        drop()
+    else:
+        yield f"sqlite:///{tmp_path / 'migrations.db'}"
+
+
+def _config(url: str) -> Config:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["database_url"] = url
+    config.attributes["configure_logging"] = False
+    return config
+
+
+def test_migrations_go_up_down_and_up_again(empty_database_url: str) -> None:
+    config = _config(empty_database_url)
+    engine = create_engine(sync_url(empty_database_url))
+    try:
+        command.upgrade(config, "head")
+        assert {"users", "refresh_tokens"} <= set(inspect(engine).get_table_names())
+        command.downgrade(config, "base")
+        assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+        command.upgrade(config, "head")
+        assert {"users", "refresh_tokens"} <= set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_the_models_and_the_migrations_do_not_drift(empty_database_url: str) -> None:
+    command.upgrade(_config(empty_database_url), "head")
+    engine = create_engine(sync_url(empty_database_url))
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            assert compare_metadata(context, Base.metadata) == []
+    finally:
+        engine.dispose()

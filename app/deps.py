@@ -24,7 +24,8 @@ from app.services.sessions import Client
 log = logging.getLogger("app.auth")
 
 
-def get_runtime(request: Request) -> Runtime:
+# Cheap dependencies are `async def`: FastAPI would run a plain `def` in the threadpool.
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -32,7 +33,7 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_settings(runtime: RuntimeDep) -> Settings:
+async def get_settings(runtime: RuntimeDep) -> Settings:
     return runtime.settings
 
 
@@ -41,7 +42,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 DbSession = Annotated[AsyncSession, Depends(get_db, scope="function")]
 
 
-def get_client(request: Request) -> Client:
+async def get_client(request: Request) -> Client:
     # request.client is the socket peer, or the X-Forwarded-For client when
     # uvicorn trusts the proxy (TRUSTED_PROXIES).
     return Client.of(

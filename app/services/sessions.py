@@ -205,8 +205,9 @@ async def _refuse(
         # token; we cannot tell which, so the whole family ends.
         await _revoke_family(db, found.session_id, revoked=revoked, now=now)
         log.warning(
-            "refresh token reuse detected; session revoked",
-            extra={"user_id": found.user_id, "session_id": str(found.session_id)},
+            "refresh token reuse detected: session %s of user %s revoked",
+            found.session_id,
+            found.user_id,
         )
         raise RefreshTokenReused()
     if found.revoked_at is not None:
@@ -245,8 +246,9 @@ async def end(
         return
     if found.spent_at is not None:
         log.warning(
-            "spent refresh token presented at logout; session revoked",
-            extra={"user_id": found.user_id, "session_id": str(found.session_id)},
+            "spent refresh token presented at logout: session %s of user %s revoked",
+            found.session_id,
+            found.user_id,
         )
     await _revoke_family(db, found.session_id, revoked=revoked, now=now)
 

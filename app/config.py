@@ -123,6 +123,10 @@ def _development_secret(settings: Settings) -> str:
         fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return key_file.read_text().strip()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"TOKEN_SECRET_KEY is not set and {key_file} cannot be created ({exc.strerror})"
+        ) from None
     with os.fdopen(fd, "w") as handle:
         handle.write(secrets.token_urlsafe(48))
     return key_file.read_text().strip()

@@ -56,7 +56,10 @@ def install_openapi(app: FastAPI) -> None:
             )
             for path in schema.get("paths", {}).values():
                 for operation in path.values():
-                    _problem_media_type(operation.get("responses", {}))
+                    responses = operation.get("responses", {})
+                    if _validation_never_answers(operation):
+                        responses.pop("422", None)
+                    _problem_media_type(responses)
             schemas = schema.get("components", {}).get("schemas", {})
             for unused in ("HTTPValidationError", "ValidationError"):
                 schemas.pop(unused, None)
@@ -64,6 +67,15 @@ def install_openapi(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _validation_never_answers(operation: dict[str, Any]) -> bool:
+    """FastAPI adds a 422 to every operation with parameters; ours come only from bodies,
+    and the OAuth token endpoint answers malformed input with its own 400."""
+    if "requestBody" not in operation:
+        return True
+    oauth_400 = operation["responses"].get("400", {}).get("content", {}).get("application/json")
+    return oauth_400 is not None and oauth_400["schema"]["$ref"].endswith("/OAuthErrorBody")
 
 
 def _problem_media_type(responses: dict[str, Any]) -> None:

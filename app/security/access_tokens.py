@@ -146,6 +146,10 @@ class AccessTokenCodec:
 
 
 def _claims(claims: dict[str, Any]) -> AccessClaims:
+    # RFC 7519 §2: NumericDate is a JSON number; PyJWT's int() would also take "1767225600".
+    for name in ("exp", "iat", "nbf"):
+        if isinstance(claims[name], bool) or not isinstance(claims[name], int | float):
+            raise TokenRejected(f"{name} is not a number")
     sub, sid, email = claims["sub"], claims["sid"], claims.get("email")
     if not sub.isascii() or not sub.isdigit():
         raise TokenRejected("malformed subject")

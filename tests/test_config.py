@@ -1,0 +1,173 @@
+"""Settings: the token secret is checked at start-up, and generated once in development."""
+
+import os
+import secrets
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.config import ConfigurationError, load_settings
+from tests.conftest import ROOT, free_port
+
+SECRET_KEY_FILE = ".token_secret_key"
+
+
+@pytest.fixture
+def clean_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No secret, no database URL and no `.env` file: only what the test passes counts."""
+    workdir = tmp_path / "workdir"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    for name in ("TOKEN_SECRET_KEY", "DATABASE_URL", "ENVIRONMENT"):
+        monkeypatch.delenv(name, raising=False)
+    return workdir
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        pytest.param("short", id="five-bytes"),
+        pytest.param("k" * 31, id="31-bytes"),
+        pytest.param("\u00e9" * 15, id="15-characters-30-bytes"),
+        pytest.param("change-me", id="placeholder"),
+        pytest.param("change-me-" + secrets.token_urlsafe(48), id="long-key-with-placeholder"),
+        pytest.param(secrets.token_urlsafe(24) + "change-me", id="placeholder-at-the-end"),
+    ],
+)
+def test_a_short_or_placeholder_secret_stops_start_up_naming_the_variable(
+    clean_environment: Path, tmp_path: Path, key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as raised:
+        load_settings(TOKEN_SECRET_KEY=key, DATABASE_URL=sqlite_url(tmp_path / "app.db"))
+
+    assert isinstance(raised.value, ConfigurationError)
+    assert "TOKEN_SECRET_KEY" in raised.value.message
+    assert raised.value.code != 0
+    assert key not in raised.value.message
+    assert "TOKEN_SECRET_KEY" in capsys.readouterr().err
+
+
+def test_a_short_secret_from_the_environment_stops_start_up(
+    clean_environment: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOKEN_SECRET_KEY", "short")
+
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings(DATABASE_URL=sqlite_url(tmp_path / "app.db"))
+
+    assert "TOKEN_SECRET_KEY" in raised.value.message
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        pytest.param("k" * 32, id="32-ascii-bytes"),
+        pytest.param("\u00e9" * 16, id="16-characters-32-bytes"),
+    ],
+)
+def test_a_secret_of_32_bytes_is_accepted(
+    clean_environment: Path, tmp_path: Path, key: str
+) -> None:
+    secret = load_settings(
+        TOKEN_SECRET_KEY=key, DATABASE_URL=sqlite_url(tmp_path / "app.db")
+    ).TOKEN_SECRET_KEY
+
+    assert secret == key
+
+
+def test_production_without_a_secret_is_refused(
+    clean_environment: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    monkeypatch.setenv("DATABASE_URL", sqlite_url(tmp_path / "app.db"))
+
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings()
+
+    assert "TOKEN_SECRET_KEY" in raised.value.message
+    assert not (tmp_path / SECRET_KEY_FILE).exists()
+    assert not (clean_environment / SECRET_KEY_FILE).exists()
+
+
+def test_development_without_a_secret_keeps_a_generated_key_beside_the_sqlite_file(
+    clean_environment: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    url = sqlite_url(data / "app.db")
+
+    first = load_settings(DATABASE_URL=url).TOKEN_SECRET_KEY
+    second = load_settings(DATABASE_URL=url).TOKEN_SECRET_KEY
+
+    key_file = data / SECRET_KEY_FILE
+    assert key_file.is_file()
+    assert not (clean_environment / SECRET_KEY_FILE).exists()
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert first is not None
+    assert len(first.encode()) >= 32
+    assert first == key_file.read_text().strip()
+    assert second == first
+
+
+def test_the_generated_key_differs_between_databases(
+    clean_environment: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+
+    one = load_settings(DATABASE_URL=sqlite_url(tmp_path / "one" / "app.db"))
+    two = load_settings(DATABASE_URL=sqlite_url(tmp_path / "two" / "app.db"))
+
+    assert one.TOKEN_SECRET_KEY != two.TOKEN_SECRET_KEY
+
+
+def test_the_default_database_keeps_its_generated_key_in_the_working_directory(
+    clean_environment: Path,
+) -> None:
+    secret = load_settings().TOKEN_SECRET_KEY
+
+    key_file = clean_environment / SECRET_KEY_FILE
+    assert key_file.is_file()
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert secret == key_file.read_text().strip()
+
+
+def test_a_given_secret_writes_no_key_file(clean_environment: Path, tmp_path: Path) -> None:
+    key = secrets.token_urlsafe(48)
+
+    secret = load_settings(
+        TOKEN_SECRET_KEY=key, DATABASE_URL=sqlite_url(tmp_path / "app.db")
+    ).TOKEN_SECRET_KEY
+
+    assert secret == key
+    assert not (tmp_path / SECRET_KEY_FILE).exists()
+
+
+def test_uvicorn_with_a_short_secret_exits_with_one_line_naming_the_variable() -> None:
+    env = {**os.environ, "TOKEN_SECRET_KEY": "short"}
+    env.pop("ENVIRONMENT", None)
+
+    result = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(free_port())],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+    assert result.returncode != 0
+    lines = result.stderr.splitlines()
+    named = [line for line in lines if line.startswith("configuration error: TOKEN_SECRET_KEY")]
+    assert len(named) == 1, result.stderr
+    assert sum(line.startswith("configuration error:") for line in lines) == 1
+    assert "Traceback" not in result.stderr
+    assert "short" not in result.stderr

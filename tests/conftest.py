@@ -177,7 +177,7 @@ class LiveServer:
 
 @pytest.fixture
 def live_server(settings_env: dict[str, str]) -> Iterator[Callable[..., LiveServer]]:
-    """Start uvicorn with the test settings plus overrides: `live_server(TOKEN_LEEWAY_SECONDS=5)`."""
+    """Start uvicorn with the test settings and overrides: `live_server(TOKEN_LEEWAY_SECONDS=5)`."""
     started: list[LiveServer] = []
 
     def start(*args: str, **overrides: Any) -> LiveServer:

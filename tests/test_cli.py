@@ -17,9 +17,7 @@ from tests.factories import bearer
 COMMAND = str(Path(sys.executable).parent / "jwt-auth-api")
 
 
-def run(
-    args: list[str], env: dict[str, str], stdin: str = ""
-) -> subprocess.CompletedProcess[str]:
+def run(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [COMMAND, *args],
         cwd=ROOT,

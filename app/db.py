@@ -116,6 +116,19 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
+async def release_before_slow_work(db: AsyncSession) -> None:
+    """End a transaction that has only read, before argon2 runs for tens of milliseconds.
+
+    Neither a pooled connection nor SQLite's write lock (taken by BEGIN
+    IMMEDIATE at the first statement) is then held while the hash is computed,
+    so a flood of logins cannot starve refreshes of connections or queue every
+    writer behind the hashes. The next statement begins a new transaction.
+    """
+    if db.new or db.dirty or db.deleted:
+        raise RuntimeError("release_before_slow_work after a write")
+    await db.commit()
+
+
 async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
     """One transaction per request, committed before the response is sent.
 

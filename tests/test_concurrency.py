@@ -56,3 +56,36 @@ def assert_family_ended(client: httpx.Client, pair: dict[str, Any]) -> None:
     assert again.status_code == 401, again.text
     test = client.get("/test", headers=bearer(pair["access_token"]))
     assert test.status_code == 401, test.text
+
+
+FLOOD = 64
+
+
+def test_a_login_flood_neither_fails_nor_blocks_refreshes_and_protected_calls(
+    live_server: Callable[..., LiveServer], db: Session
+) -> None:
+    """Argon2 at the production cost, far more logins than cores: every request is answered
+    with its documented status, and refreshes (database writes) go through meanwhile."""
+    make_user(db)
+    server = live_server(
+        PASSWORD_HASH_MEMORY_KIB="19456", PASSWORD_HASH_TIME_COST="2", DATABASE_POOL_SIZE="2"
+    )
+    with httpx.Client(base_url=server.url, timeout=TIMEOUT_SECONDS) as client:
+        pair = login(client)
+
+        def wrong_login(_: int) -> int:
+            with httpx.Client(base_url=server.url, timeout=TIMEOUT_SECONDS) as flooder:
+                body = {"email": "ada@example.com", "password": "not the password at all"}
+                return flooder.post("/account/login", json=body).status_code
+
+        with ThreadPoolExecutor(max_workers=FLOOD) as pool:
+            flood = [pool.submit(wrong_login, i) for i in range(FLOOD)]
+            refreshed = client.post(
+                "/account/refresh", json={"refresh_token": pair["refresh_token"]}
+            )
+            protected = client.get("/test", headers=bearer(refreshed.json()["access_token"]))
+            statuses = [future.result() for future in flood]
+
+        assert refreshed.status_code == 200, refreshed.text
+        assert protected.status_code == 200, protected.text
+        assert statuses == [400] * FLOOD

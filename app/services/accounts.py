@@ -6,6 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import release_before_slow_work
 from app.errors import EmailTaken, InvalidCredentials, WeakPassword, WrongPassword
 from app.models import User
 from app.security.passwords import PasswordHasher, password_problem
@@ -35,11 +36,13 @@ async def register(
 ) -> User:
     """Create an account; the email is already in canonical form. EmailTaken on a duplicate."""
     check_new_password(password, field="password", min_length=min_length)
+    # Hash before touching the database: no transaction is open while argon2 runs.
+    password_hash = await hasher.hash(password)
     if await _by_email(db, email) is not None:
         raise EmailTaken()
     user = User(
         email=email,
-        password_hash=await hasher.hash(password),
+        password_hash=password_hash,
         first_name=first_name,
         last_name=last_name,
         phone_number=phone_number,
@@ -60,6 +63,7 @@ async def authenticate(
 ) -> User:
     """The user these credentials belong to, or InvalidCredentials (unknown emails alike)."""
     user = await _by_email(db, email)
+    await release_before_slow_work(db)
     valid, new_hash = await hasher.verify(password, user.password_hash if user else None)
     if user is None or not valid:
         raise InvalidCredentials()
@@ -79,6 +83,7 @@ async def change_password(
     min_length: int,
 ) -> None:
     """Replace the password after checking the current one; ending sessions is the caller's."""
+    await release_before_slow_work(db)
     valid, _ = await hasher.verify(current_password, user.password_hash)
     if not valid:
         raise WrongPassword()
@@ -98,11 +103,12 @@ async def set_user(
     phone_number: str | None = None,
 ) -> User:
     """Create the account, or reset its password if it exists (the CLI's create-user and --demo)."""
+    password_hash = await hasher.hash(password)
     user = await _by_email(db, email)
     if user is None:
-        user = User(email=email, created_at=now, password_hash="")
+        user = User(email=email, created_at=now, password_hash=password_hash)
         db.add(user)
-    user.password_hash = await hasher.hash(password)
+    user.password_hash = password_hash
     user.first_name = first_name if first_name is not None else user.first_name
     user.last_name = last_name if last_name is not None else user.last_name
     user.phone_number = phone_number if phone_number is not None else user.phone_number

@@ -72,12 +72,26 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await runtime.close()
 
 
+class _DropQueryStrings(logging.Filter):
+    """uvicorn's access log prints the query string, where a client may have put a token."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            record.args = (args[0], args[1], args[2].split("?", 1)[0], *args[3:])
+        return True
+
+
+_ACCESS_LOG_FILTER = _DropQueryStrings()
+
+
 def _operation_id(route: APIRoute) -> str:
     return route.name
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
+    logging.getLogger("uvicorn.access").addFilter(_ACCESS_LOG_FILTER)
     app = FastAPI(
         title="JWT auth API",
         version="0.1.0",

@@ -7,6 +7,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -141,19 +142,21 @@ class LiveServer:
         self.env = {**os.environ, **env}
         self.args = args
         self.process: subprocess.Popen[bytes] | None = None
+        # Both streams go to a file: a pipe nobody reads would stall a chatty server.
+        self.log = tempfile.NamedTemporaryFile(prefix="uvicorn-", suffix=".log")  # noqa: SIM115
 
     def start(self) -> "LiveServer":
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(self.port), *self.args],
             cwd=ROOT,
             env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.process.stderr.read().decode()}")  # type: ignore[union-attr]
+                raise RuntimeError(f"server exited: {self.read_log()}")
             try:
                 if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
                     return self
@@ -171,8 +174,17 @@ class LiveServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if self.process is not None and self.process.stderr is not None:
-            self.process.stderr.close()
+
+    def read_log(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def stop_and_read_log(self) -> str:
+        self.stop()
+        return self.read_log()
+
+    def close(self) -> None:
+        self.stop()
+        self.log.close()
 
 
 @pytest.fixture
@@ -188,4 +200,4 @@ def live_server(settings_env: dict[str, str]) -> Iterator[Callable[..., LiveServ
 
     yield start
     for server in started:
-        server.stop()
+        server.close()

@@ -90,10 +90,10 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = load_settings()
-    if args.workers > 1 and settings.RATE_LIMIT_STORAGE_URL == "memory://":
+    if args.workers > 1 and not settings.shared_storage:
         print(
-            "error: --workers above 1 needs shared storage; the revoked-session set of "
-            "memory:// lives in one process",
+            "error: --workers above 1 needs RATE_LIMIT_STORAGE_URL=redis://...; with "
+            "memory:// the revoked-session set and the throttle live in one process",
             file=sys.stderr,
         )
         return 2

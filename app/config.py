@@ -1,5 +1,6 @@
 """Settings, read from the environment or a `.env` file; field names are the variable names."""
 
+import ipaddress
 import os
 import secrets
 import sys
@@ -7,6 +8,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
+import limits
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
@@ -35,6 +37,8 @@ class Settings(DatabaseSettings):
     ENVIRONMENT: Literal["development", "production"] = "development"
     DATABASE_POOL_SIZE: int = Field(default=5, ge=1)
     DATABASE_MAX_OVERFLOW: int = Field(default=10, ge=0)
+    DATABASE_POOL_RECYCLE_SECONDS: int = Field(default=1800, ge=-1)
+    DATABASE_POOL_PRE_PING: bool = True
 
     TOKEN_SECRET_KEY: str | None = None
     TOKEN_ISSUER: str = "http://localhost:8000"  # noqa: S105
@@ -51,6 +55,9 @@ class Settings(DatabaseSettings):
     PASSWORD_HASH_TIME_COST: int = Field(default=2, ge=1)
     PASSWORD_HASH_PARALLELISM: int = Field(default=1, ge=1)
 
+    LOGIN_MAX_FAILURES: int = Field(default=5, ge=1)
+    LOGIN_WINDOW_SECONDS: int = Field(default=900, ge=1)
+    IP_RATE_LIMIT: str = "100/minute"
     RATE_LIMIT_STORAGE_URL: str = "memory://"
     TRUSTED_PROXIES: Annotated[list[str], NoDecode] = []
 
@@ -73,9 +80,30 @@ class Settings(DatabaseSettings):
 
     @field_validator("RATE_LIMIT_STORAGE_URL")
     @classmethod
-    def _storage_is_memory(cls, value: str) -> str:
-        if value != "memory://":
-            raise ValueError("only memory:// is supported")
+    def _storage_is_known(cls, value: str) -> str:
+        if value != "memory://" and not value.startswith(("redis://", "rediss://")):
+            raise ValueError("must be memory:// or a redis:// or rediss:// URL")
+        return value
+
+    @field_validator("IP_RATE_LIMIT")
+    @classmethod
+    def _ip_limit_parses(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            try:
+                limits.parse(value)
+            except ValueError:
+                raise ValueError("must read like 100/minute (the limits notation)") from None
+        return value
+
+    @field_validator("TRUSTED_PROXIES")
+    @classmethod
+    def _proxies_are_networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an address or CIDR") from None
         return value
 
     @model_validator(mode="after")
@@ -97,6 +125,11 @@ class Settings(DatabaseSettings):
         if url.get_backend_name() != "sqlite":
             return None
         return url.database or ":memory:"
+
+    @property
+    def shared_storage(self) -> bool:
+        """Whether throttling and revoked sessions are shared across processes (Redis)."""
+        return self.RATE_LIMIT_STORAGE_URL != "memory://"
 
     @property
     def secret_key(self) -> bytes:

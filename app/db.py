@@ -21,6 +21,7 @@ from app.config import Settings
 from app.errors import AppError
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
+CONNECT_TIMEOUT_SECONDS = 5
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -99,12 +100,13 @@ def install_sqlite_transactions(sync_engine: Any) -> None:
 
 def create_engine_for(settings: Settings) -> AsyncEngine:
     url = async_url(settings.DATABASE_URL)
-    options: dict[str, Any] = {"pool_pre_ping": True}
+    options: dict[str, Any] = {"pool_pre_ping": settings.DATABASE_POOL_PRE_PING}
     if url.get_backend_name() == "postgresql":
         options |= {
             "pool_size": settings.DATABASE_POOL_SIZE,
             "max_overflow": settings.DATABASE_MAX_OVERFLOW,
-            "connect_args": {"connect_timeout": 5},
+            "pool_recycle": settings.DATABASE_POOL_RECYCLE_SECONDS,
+            "connect_args": {"connect_timeout": CONNECT_TIMEOUT_SECONDS},
         }
     engine = create_async_engine(url, **options)
     if url.get_backend_name() == "sqlite":

@@ -53,6 +53,15 @@ async def get_client(request: Request) -> Client:
 ClientInfo = Annotated[Client, Depends(get_client)]
 
 
+async def get_throttled_client(client: ClientInfo, runtime: RuntimeDep) -> Client:
+    """The client, counted against IP_RATE_LIMIT (endpoints that take credentials)."""
+    await runtime.throttle.client(client.ip)
+    return client
+
+
+ThrottledClient = Annotated[Client, Depends(get_throttled_client)]
+
+
 class BearerToken(OAuth2PasswordBearer):
     """RFC 6750 §2.1 bearer credentials, read strictly.
 
@@ -94,14 +103,17 @@ async def get_access_claims(
         claims = runtime.issuer.codec.decode(token)
     except TokenRejected as exc:
         raise InvalidToken(exc.reason) from None
-    if not runtime.revoked.loaded:
-        try:
+    try:
+        if not runtime.revoked.loaded:
             await runtime.load_revoked_sessions()
-        except Exception:
-            # Without the revoked set a logged-out token could pass: fail closed.
-            log.exception("cannot load revoked sessions")
-            raise ServiceUnavailable() from None
-    if await runtime.revoked.contains(claims.session_id):
+        ended = await runtime.revoked.contains(claims.session_id)
+    except ServiceUnavailable:
+        raise
+    except Exception:
+        # Without the revoked set a logged-out token could pass: fail closed.
+        log.exception("cannot read the revoked-session set")
+        raise ServiceUnavailable() from None
+    if ended:
         raise InvalidToken("session ended")
     return claims
 

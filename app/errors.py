@@ -161,6 +161,22 @@ class WeakPassword(ValidationFailed):
         super().__init__([{"loc": ["body", field], "msg": message}], f"{field}: {message}")
 
 
+class Throttled(AppError):
+    status = 429
+    slug = "too-many-requests"
+    title = "Too many requests"
+    default_detail = "too many attempts; try again later"
+    # RFC 6749 §5.2 has no code for this; temporarily_unavailable is the closest.
+    oauth_error = "temporarily_unavailable"
+
+    def __init__(self, retry_after: int, detail: str | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+    def headers(self, realm: str) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
 class ServiceUnavailable(AppError):
     status = 503
     slug = "service-unavailable"
@@ -207,8 +223,8 @@ def problem_response(error: AppError, realm: str) -> JSONResponse:
 
 def oauth_response(error: AppError) -> JSONResponse:
     # RFC 6749 §5.2: token endpoint errors are 400 (429 while throttled), never cached.
-    return JSONResponse(
-        oauth_body(error),
-        status_code=429 if error.status == 429 else 400,
-        headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
-    )
+    headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+    if isinstance(error, Throttled):
+        headers |= error.headers("")
+    status = 429 if isinstance(error, Throttled) else 400
+    return JSONResponse(oauth_body(error), status_code=status, headers=headers)

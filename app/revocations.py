@@ -1,24 +1,41 @@
-"""Sessions whose access tokens must be refused at once, without a database read per request."""
+"""Sessions whose access tokens must be refused at once, without a database read per request.
+
+An access token lives at most one access-token lifetime, so a revoked session id
+is kept that long and then forgotten. The set is refilled from the database at
+start-up; until that has succeeded every bearer check fails closed.
+"""
 
 import asyncio
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Protocol
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from app.errors import ServiceUnavailable
+
+Fetch = Callable[[datetime], Awaitable[Iterable[tuple[uuid.UUID, datetime]]]]
+KEY_PREFIX = "jwt-auth-api:revoked-session:"
 
 
-class RevokedSessions:
-    """Session ids revoked within the last access-token lifetime.
+class RevokedSessions(Protocol):
+    @property
+    def loaded(self) -> bool: ...
+    async def load(self, fetch: Fetch) -> None: ...
+    async def add(self, session_ids: Iterable[uuid.UUID]) -> None: ...
+    async def contains(self, session_id: uuid.UUID) -> bool: ...
+    async def close(self) -> None: ...
 
-    An access token lives at most `ttl_seconds`, so a revoked id can be
-    forgotten after that. The set lives in this process: with memory storage
-    the service runs one process. It is reloaded from the database at start-up;
-    until that has succeeded every bearer check fails closed.
-    """
+
+class _Loading:
+    """Refilling from the database, once per process."""
 
     def __init__(self, ttl_seconds: int) -> None:
         self._ttl = ttl_seconds
-        self._until: dict[uuid.UUID, float] = {}
         self._loaded = False
         self._lock = asyncio.Lock()
 
@@ -26,27 +43,72 @@ class RevokedSessions:
     def loaded(self) -> bool:
         return self._loaded
 
-    async def load(
-        self, fetch: Callable[[datetime], Awaitable[Iterable[tuple[uuid.UUID, datetime]]]]
-    ) -> None:
-        """Fill the set from `fetch(since)`: (session id, revoked at) pairs."""
+    async def load(self, fetch: Fetch) -> None:
         async with self._lock:
             if self._loaded:
                 return
-            since = datetime.fromtimestamp(time.time() - self._ttl).astimezone()
+            since = datetime.fromtimestamp(time.time() - self._ttl, UTC)
             for session_id, revoked_at in await fetch(since):
-                self._until[session_id] = max(
-                    self._until.get(session_id, 0.0), revoked_at.timestamp() + self._ttl
-                )
+                await self._keep(session_id, revoked_at.timestamp() + self._ttl)
             self._loaded = True
 
     async def add(self, session_ids: Iterable[uuid.UUID]) -> None:
+        until = time.time() + self._ttl
+        for session_id in session_ids:
+            await self._keep(session_id, until)
+
+    async def _keep(self, session_id: uuid.UUID, until: float) -> None:
+        raise NotImplementedError
+
+
+class MemoryRevokedSessions(_Loading):
+    """In this process only: with memory:// storage the service runs one process."""
+
+    def __init__(self, ttl_seconds: int) -> None:
+        super().__init__(ttl_seconds)
+        self._until: dict[uuid.UUID, float] = {}
+
+    async def _keep(self, session_id: uuid.UUID, until: float) -> None:
         now = time.time()
         if len(self._until) > 1024:
-            self._until = {sid: until for sid, until in self._until.items() if until > now}
-        for session_id in session_ids:
-            self._until[session_id] = now + self._ttl
+            self._until = {sid: end for sid, end in self._until.items() if end > now}
+        self._until[session_id] = max(until, self._until.get(session_id, 0.0))
 
     async def contains(self, session_id: uuid.UUID) -> bool:
         until = self._until.get(session_id)
         return until is not None and until > time.time()
+
+    async def close(self) -> None:
+        pass
+
+
+class RedisRevokedSessions(_Loading):
+    """Shared by every process and instance: one key per session, expiring with the tokens."""
+
+    def __init__(self, url: str, ttl_seconds: int) -> None:
+        super().__init__(ttl_seconds)
+        self._redis = Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+    async def _keep(self, session_id: uuid.UUID, until: float) -> None:
+        seconds = math.ceil(until - time.time())
+        if seconds > 0:
+            try:
+                await self._redis.set(f"{KEY_PREFIX}{session_id}", b"1", ex=seconds)
+            except RedisError:
+                # A revocation that cannot be shared must not be reported as done.
+                raise ServiceUnavailable() from None
+
+    async def contains(self, session_id: uuid.UUID) -> bool:
+        try:
+            return bool(await self._redis.exists(f"{KEY_PREFIX}{session_id}"))
+        except RedisError:
+            raise ServiceUnavailable() from None
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def revoked_sessions(storage_url: str, ttl_seconds: int) -> RevokedSessions:
+    if storage_url == "memory://":
+        return MemoryRevokedSessions(ttl_seconds)
+    return RedisRevokedSessions(storage_url, ttl_seconds)

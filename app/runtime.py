@@ -9,12 +9,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.db import create_engine_for, create_sessionmaker
-from app.revocations import RevokedSessions
+from app.revocations import RevokedSessions, revoked_sessions
 from app.security.access_tokens import AccessTokenCodec
 from app.security.keys import hmac_key
 from app.security.passwords import PasswordHasher
 from app.services import sessions
 from app.services.sessions import TokenIssuer
+from app.throttle import Throttle
 
 
 def utc_now() -> datetime:
@@ -30,6 +31,7 @@ class Runtime:
     hasher: PasswordHasher
     issuer: TokenIssuer
     revoked: RevokedSessions
+    throttle: Throttle
     clock: Callable[[], datetime] = field(default=utc_now)
 
     @classmethod
@@ -56,7 +58,15 @@ class Runtime:
                 refresh_ttl=timedelta(seconds=settings.TOKEN_REFRESH_TTL_SECONDS),
                 session_max=timedelta(seconds=settings.TOKEN_SESSION_MAX_SECONDS),
             ),
-            revoked=RevokedSessions(settings.TOKEN_ACCESS_TTL_SECONDS),
+            revoked=revoked_sessions(
+                settings.RATE_LIMIT_STORAGE_URL, settings.TOKEN_ACCESS_TTL_SECONDS
+            ),
+            throttle=Throttle(
+                storage_url=settings.RATE_LIMIT_STORAGE_URL,
+                max_failures=settings.LOGIN_MAX_FAILURES,
+                window_seconds=settings.LOGIN_WINDOW_SECONDS,
+                ip_limit=settings.IP_RATE_LIMIT,
+            ),
         )
 
     def now(self) -> datetime:
@@ -73,4 +83,5 @@ class Runtime:
 
     async def close(self) -> None:
         self.hasher.shutdown()
+        await self.revoked.close()
         await self.engine.dispose()

@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
+from sqlalchemy.engine import make_url
 
 # Set before anything imports the app: `app.main` builds an app from the environment.
 os.environ.setdefault("TOKEN_SECRET_KEY", secrets.token_urlsafe(48))
@@ -24,7 +26,6 @@ from alembic.config import Config
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from alembic import command
@@ -33,12 +34,26 @@ from app.db import sync_url
 from app.main import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
+POSTGRES = (
+    make_url(os.environ.get("DATABASE_URL") or "sqlite://").get_backend_name() == "postgresql"
+)
 # Cheap argon2 for speed; the production parameters are the settings' defaults.
 FAST_HASHING = {
     "PASSWORD_HASH_MEMORY_KIB": 1024,
     "PASSWORD_HASH_TIME_COST": 1,
     "PASSWORD_HASH_PARALLELISM": 1,
 }
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Multi-instance tests need PostgreSQL and Redis: without both they are deselected,
+    visibly, and with both configured a missing service fails them."""
+    if POSTGRES and SHARED_STORAGE:
+        return
+    deselected = [item for item in items if item.get_closest_marker("multi_instance")]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not item.get_closest_marker("multi_instance")]
 
 
 def _create_postgres_database(server_url: str) -> tuple[str, Callable[[], None]]:
@@ -99,13 +114,30 @@ def db(sync_engine: Engine, database_url: str) -> Iterator[Session]:
         yield session
 
 
+STORAGE_URL = os.environ.get("RATE_LIMIT_STORAGE_URL", "memory://")
+SHARED_STORAGE = STORAGE_URL != "memory://"
+
+
 @pytest.fixture
-def settings_env(database_url: str) -> dict[str, str]:
+def storage_url() -> Iterator[str]:
+    """RATE_LIMIT_STORAGE_URL of this run; a Redis database is emptied after each test."""
+    yield STORAGE_URL
+    if SHARED_STORAGE:
+        client = redis.Redis.from_url(STORAGE_URL)
+        client.flushdb()
+        client.close()
+
+
+@pytest.fixture
+def settings_env(database_url: str, storage_url: str) -> dict[str, str]:
     """Settings as environment variables; tests may change them before asking for `app`."""
     return {
         "DATABASE_URL": database_url,
+        "RATE_LIMIT_STORAGE_URL": storage_url,
         "TOKEN_SECRET_KEY": secrets.token_urlsafe(48),
         "TOKEN_ISSUER": "http://testserver",
+        # Tests share one client address; the IP limit has tests of its own.
+        "IP_RATE_LIMIT": "",
         **{key: str(value) for key, value in FAST_HASHING.items()},
     }
 
@@ -133,21 +165,29 @@ def free_port() -> int:
         return port
 
 
-class LiveServer:
-    """`uvicorn app.main:app` in a subprocess, configured only by the environment."""
+UVICORN = (sys.executable, "-m", "uvicorn", "app.main:app")
+SERVE = (str(Path(sys.executable).parent / "jwt-auth-api"), "serve")
 
-    def __init__(self, env: dict[str, str], args: tuple[str, ...] = ()) -> None:
+
+class LiveServer:
+    """A server in a subprocess, configured only by the environment: `uvicorn app.main:app`
+    by default, or `jwt-auth-api serve` with `command=SERVE`."""
+
+    def __init__(
+        self, env: dict[str, str], args: tuple[str, ...] = (), command: tuple[str, ...] = UVICORN
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **env}
         self.args = args
+        self.command = command
         self.process: subprocess.Popen[bytes] | None = None
         # Both streams go to a file: a pipe nobody reads would stall a chatty server.
         self.log = tempfile.NamedTemporaryFile(prefix="uvicorn-", suffix=".log")  # noqa: SIM115
 
     def start(self) -> "LiveServer":
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(self.port), *self.args],
+            [*self.command, "--port", str(self.port), *self.args],
             cwd=ROOT,
             env=self.env,
             stdout=self.log,
@@ -192,9 +232,9 @@ def live_server(settings_env: dict[str, str]) -> Iterator[Callable[..., LiveServ
     """Start uvicorn with the test settings and overrides: `live_server(TOKEN_LEEWAY_SECONDS=5)`."""
     started: list[LiveServer] = []
 
-    def start(*args: str, **overrides: Any) -> LiveServer:
+    def start(*args: str, command: tuple[str, ...] = UVICORN, **overrides: Any) -> LiveServer:
         env = {**settings_env, **{key: str(value) for key, value in overrides.items()}}
-        server = LiveServer(env, args).start()
+        server = LiveServer(env, args, command).start()
         started.append(server)
         return server
 

@@ -38,7 +38,9 @@ def test_every_command_has_help(args: list[str]) -> None:
 
 
 def test_serve_refuses_several_workers_with_memory_storage(settings_env: dict[str, str]) -> None:
-    result = run(["serve", "--workers", "2"], settings_env)
+    result = run(
+        ["serve", "--workers", "2"], {**settings_env, "RATE_LIMIT_STORAGE_URL": "memory://"}
+    )
     assert result.returncode == 2
     assert "--workers" in result.stderr
 

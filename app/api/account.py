@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
 
-from app.deps import AccessClaims, ClientInfo, CurrentUser, DbSession, RuntimeDep
+from app.deps import AccessClaims, CurrentUser, DbSession, RuntimeDep, ThrottledClient
 from app.errors import NotFound
 from app.openapi import problems
 from app.schemas import (
@@ -34,13 +34,21 @@ def token_pair(grant: sessions.Grant, response: Response) -> TokenPair:
     )
 
 
-@router.post("/login", response_model=TokenPair, responses=problems(400, 413, 422))
+@router.post("/login", response_model=TokenPair, responses=problems(400, 413, 422, 429))
 async def login(
-    body: LoginRequest, db: DbSession, runtime: RuntimeDep, client: ClientInfo, response: Response
+    body: LoginRequest,
+    db: DbSession,
+    runtime: RuntimeDep,
+    client: ThrottledClient,
+    response: Response,
 ) -> TokenPair:
     """Exchange email and password for an access token and a refresh token."""
     user = await accounts.authenticate(
-        db, hasher=runtime.hasher, email=body.email, password=body.password
+        db,
+        hasher=runtime.hasher,
+        throttle=runtime.throttle,
+        email=body.email,
+        password=body.password,
     )
     grant = await sessions.start(
         db, issuer=runtime.issuer, user=user, client=client, now=runtime.now()
@@ -48,12 +56,12 @@ async def login(
     return token_pair(grant, response)
 
 
-@router.post("/refresh", response_model=TokenPair, responses=problems(401, 413, 422))
+@router.post("/refresh", response_model=TokenPair, responses=problems(401, 413, 422, 429))
 async def refresh(
     body: RefreshRequest,
     db: DbSession,
     runtime: RuntimeDep,
-    client: ClientInfo,
+    client: ThrottledClient,
     response: Response,
 ) -> TokenPair:
     """Spend a refresh token for a new pair; a spent token revokes its whole session."""
@@ -86,10 +94,14 @@ async def logout_all(claims: AccessClaims, db: DbSession, runtime: RuntimeDep) -
     "/register",
     status_code=status.HTTP_201_CREATED,
     response_model=UserProfile,
-    responses=problems(404, 409, 413, 422),
+    responses=problems(404, 409, 413, 422, 429),
 )
 async def register(
-    body: RegisterRequest, db: DbSession, runtime: RuntimeDep, response: Response
+    body: RegisterRequest,
+    db: DbSession,
+    runtime: RuntimeDep,
+    client: ThrottledClient,
+    response: Response,
 ) -> UserProfile:
     """Create an account; 404 when registration is disabled."""
     if not runtime.settings.REGISTRATION_ENABLED:

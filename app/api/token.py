@@ -9,7 +9,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from app.api.account import token_pair
-from app.deps import ClientInfo, DbSession, RuntimeDep
+from app.deps import DbSession, RuntimeDep, ThrottledClient
 from app.errors import (
     AppError,
     InvalidCredentials,
@@ -49,6 +49,10 @@ router = APIRouter(prefix="/account", tags=["account"], route_class=OAuthErrorRo
 
 OAUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": OAuthErrorBody, "description": "RFC 6749 §5.2 error"},
+    429: {
+        "model": OAuthErrorBody,
+        "description": "Too many attempts: temporarily_unavailable; see Retry-After",
+    },
     **problems(413),
 }
 
@@ -57,7 +61,7 @@ OAUTH_ERRORS: dict[int | str, dict[str, Any]] = {
 async def token(
     db: DbSession,
     runtime: RuntimeDep,
-    client: ClientInfo,
+    client: ThrottledClient,
     response: Response,
     grant_type: Annotated[str | None, Form(examples=["password"])] = None,
     username: Annotated[Text | None, Form(description="the account's email")] = None,
@@ -70,7 +74,11 @@ async def token(
         if username is None or password is None:
             raise InvalidTokenRequest("username and password are required")
         user = await accounts.authenticate(
-            db, hasher=runtime.hasher, email=_as_email(username), password=password
+            db,
+            hasher=runtime.hasher,
+            throttle=runtime.throttle,
+            email=_as_email(username),
+            password=password,
         )
         grant = await sessions.start(db, issuer=runtime.issuer, user=user, client=client, now=now)
     elif grant_type == "refresh_token":

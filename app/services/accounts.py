@@ -10,6 +10,7 @@ from app.db import release_before_slow_work
 from app.errors import EmailTaken, InvalidCredentials, WeakPassword, WrongPassword
 from app.models import User
 from app.security.passwords import PasswordHasher, password_problem
+from app.throttle import Throttle
 
 
 async def _by_email(db: AsyncSession, email: str) -> User | None:
@@ -59,14 +60,20 @@ async def register(
 
 
 async def authenticate(
-    db: AsyncSession, *, hasher: PasswordHasher, email: str, password: str
+    db: AsyncSession, *, hasher: PasswordHasher, throttle: Throttle, email: str, password: str
 ) -> User:
-    """The user these credentials belong to, or InvalidCredentials (unknown emails alike)."""
+    """The user these credentials belong to, or InvalidCredentials (unknown emails alike).
+
+    The attempt is counted before the password is verified, so a throttled
+    guesser burns no CPU; a success clears the account's count.
+    """
+    await throttle.login_attempt(email)
     user = await _by_email(db, email)
     await release_before_slow_work(db)
     valid, new_hash = await hasher.verify(password, user.password_hash if user else None)
     if user is None or not valid:
         raise InvalidCredentials()
+    await throttle.login_succeeded(email)
     if new_hash is not None:
         # The stored hash used other argon2 parameters: upgrade it now that we know the password.
         user.password_hash = new_hash

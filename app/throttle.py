@@ -1,0 +1,67 @@
+"""Throttling with the `limits` library: failed logins per account, requests per client IP."""
+
+import math
+import time
+
+import limits
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import StorageError
+
+from app.errors import ServiceUnavailable, Throttled
+
+KEY_PREFIX = "jwt-auth-api"
+
+
+def limits_storage(url: str) -> Storage:
+    """memory:// (one process) or redis:// and rediss:// (shared), through redis-py."""
+    if url == "memory://":
+        return MemoryStorage()
+    return RedisStorage(
+        f"async+{url}",
+        implementation="redispy",
+        key_prefix=KEY_PREFIX,
+        wrap_exceptions=True,
+        socket_timeout=2,
+        socket_connect_timeout=2,
+    )
+
+
+class Throttle:
+    """The moving window counts every attempt as it starts, so concurrent guesses cannot
+    all pass a check made before any of them failed; a success clears the count."""
+
+    def __init__(
+        self, *, storage_url: str, max_failures: int, window_seconds: int, ip_limit: str
+    ) -> None:
+        self._storage = limits_storage(storage_url)
+        self._limiter = MovingWindowRateLimiter(self._storage)
+        self._login = limits.RateLimitItemPerSecond(
+            max_failures, window_seconds, namespace="login-failures"
+        )
+        self._per_ip = limits.parse(ip_limit) if ip_limit else None
+
+    async def _hit(self, item: limits.RateLimitItem, identifier: str) -> None:
+        try:
+            if await self._limiter.hit(item, identifier):
+                return
+            stats = await self._limiter.get_window_stats(item, identifier)
+        except StorageError:
+            # Without its counters the throttle cannot protect anyone: fail closed.
+            raise ServiceUnavailable() from None
+        raise Throttled(retry_after=max(1, math.ceil(stats.reset_time - time.time())))
+
+    async def client(self, ip: str | None) -> None:
+        """One bucket per client IP, shared by the endpoints that take credentials."""
+        if self._per_ip is not None and ip is not None:
+            await self._hit(self._per_ip, ip)
+
+    async def login_attempt(self, email: str) -> None:
+        """Count an attempt on this account before any password is verified; 429 when over."""
+        await self._hit(self._login, email)
+
+    async def login_succeeded(self, email: str) -> None:
+        try:
+            await self._limiter.clear(self._login, email)
+        except StorageError:
+            raise ServiceUnavailable() from None

@@ -69,16 +69,12 @@ def test_failures_count_per_canonical_email_whatever_its_case(
     client: TestClient, db: Session
 ) -> None:
     make_user(db, email="ada@x.com")
-    for variant in ("ADA@example.com", " ada@EXAMPLE.com", "Ada@Example.Com", "ada@example.com"):
-        assert (
-            user_client.post("/account/login", json={**WRONG, "email": variant}).status_code == 400
-        )
-    assert (
-        user_client.post("/account/login", json={**WRONG, "email": "aDa@example.com"}).status_code
-        == 400
-    )
+    for variant in ("ADA@x.com", " ada@X.COM", "Ada@x.Com", "aDa@x.com", "ada@x.com"):
+        response = client.post("/account/login", json={**WRONG, "email": variant})
+        assert response.status_code == 400
 
-    assert user_client.post("/account/login", json=RIGHT).status_code == 429
+    right = {"email": "ada@x.com", "password": DEFAULT_PASSWORD}
+    assert client.post("/account/login", json=right).status_code == 429
 
 
 def test_login_and_token_endpoint_failures_add_up(user_client: TestClient) -> None:

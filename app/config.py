@@ -91,7 +91,7 @@ class Settings(DatabaseSettings):
         value = value.strip()
         if value:
             try:
-                limits.parse(value)
+                limits.parse_many(value)
             except ValueError:
                 raise ValueError("must read like 100/minute (the limits notation)") from None
         return value

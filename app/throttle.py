@@ -39,7 +39,7 @@ class Throttle:
         self._login = limits.RateLimitItemPerSecond(
             max_failures, window_seconds, namespace="login-failures"
         )
-        self._per_ip = limits.parse(ip_limit) if ip_limit else None
+        self._per_ip = limits.parse_many(ip_limit) if ip_limit else []
 
     async def _hit(self, item: limits.RateLimitItem, identifier: str) -> None:
         try:
@@ -53,8 +53,9 @@ class Throttle:
 
     async def client(self, ip: str | None) -> None:
         """One bucket per client IP, shared by the endpoints that take credentials."""
-        if self._per_ip is not None and ip is not None:
-            await self._hit(self._per_ip, ip)
+        if ip is not None:
+            for item in self._per_ip:
+                await self._hit(item, ip)
 
     async def login_attempt(self, email: str) -> None:
         """Count an attempt on this account before any password is verified; 429 when over."""

@@ -171,3 +171,48 @@ def test_uvicorn_with_a_short_secret_exits_with_one_line_naming_the_variable() -
     assert sum(line.startswith("configuration error:") for line in lines) == 1
     assert "Traceback" not in result.stderr
     assert "short" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        pytest.param("RATE_LIMIT_STORAGE_URL", "memcached://localhost:11211", id="memcached"),
+        pytest.param("RATE_LIMIT_STORAGE_URL", "mongodb://localhost", id="mongodb"),
+        pytest.param("IP_RATE_LIMIT", "lots", id="ip-limit-not-limits-notation"),
+        pytest.param("TRUSTED_PROXIES", "10.0.0.0/8,proxy.internal", id="proxy-not-an-address"),
+        pytest.param("LOGIN_MAX_FAILURES", "0", id="no-failures-allowed"),
+    ],
+)
+def test_an_unsupported_throttle_setting_stops_start_up_naming_the_variable(
+    clean_environment: Path, tmp_path: Path, variable: str, value: str
+) -> None:
+    with pytest.raises(SystemExit) as raised:
+        load_settings(
+            **{variable: value},
+            TOKEN_SECRET_KEY=secrets.token_urlsafe(48),
+            DATABASE_URL=sqlite_url(tmp_path / "app.db"),
+        )
+
+    assert isinstance(raised.value, ConfigurationError)
+    assert raised.value.message.startswith(variable)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        pytest.param("RATE_LIMIT_STORAGE_URL", "redis://127.0.0.1:6379/0", id="redis"),
+        pytest.param("RATE_LIMIT_STORAGE_URL", "rediss://cache.internal:6380", id="rediss"),
+        pytest.param("IP_RATE_LIMIT", "10/second;1000/hour", id="ip-limit-several"),
+        pytest.param("IP_RATE_LIMIT", "", id="ip-limit-disabled"),
+        pytest.param("TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/8, ::1", id="proxies"),
+    ],
+)
+def test_supported_throttle_settings_are_accepted(
+    clean_environment: Path, tmp_path: Path, variable: str, value: str
+) -> None:
+    settings = load_settings(
+        **{variable: value},
+        TOKEN_SECRET_KEY=secrets.token_urlsafe(48),
+        DATABASE_URL=sqlite_url(tmp_path / "app.db"),
+    )
+    assert settings.DATABASE_URL.endswith("app.db")

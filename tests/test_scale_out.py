@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sqlalchemy.orm import Session
 
-from tests.conftest import LiveServer
+from tests.conftest import SERVE, LiveServer
 from tests.factories import DEFAULT_PASSWORD, bearer, login, make_user
 
 pytestmark = pytest.mark.multi_instance
@@ -37,7 +37,8 @@ def two_instances(
 @pytest.fixture
 def two_workers(live_server: Callable[..., LiveServer], db: Session) -> Iterator[httpx.Client]:
     make_user(db)
-    server = live_server("--workers", "2", LOGIN_MAX_FAILURES=MAX_FAILURES)
+    # `jwt-auth-api serve` refuses several workers with memory://; with Redis it runs them.
+    server = live_server("--workers", "2", command=SERVE, LOGIN_MAX_FAILURES=MAX_FAILURES)
     with httpx.Client(base_url=server.url, timeout=30) as client:
         yield client
 

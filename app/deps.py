@@ -62,63 +62,70 @@ async def get_throttled_client(client: ClientInfo, runtime: RuntimeDep) -> Clien
 ThrottledClient = Annotated[Client, Depends(get_throttled_client)]
 
 
-class BearerToken(OAuth2PasswordBearer):
+def _bearer_token(request: Request) -> str:
     """RFC 6750 §2.1 bearer credentials, read strictly.
 
     FastAPI's own classes answer a bare `Bearer` challenge, accept an empty
-    token and let the first of two Authorization headers win; this one does not.
+    token and let the first of two Authorization headers win; this does not.
+    """
+    values: list[bytes] = [
+        value for name, value in request.scope["headers"] if name == b"authorization"
+    ]
+    # RFC 6750 §2: a client uses one method of sending the token per request.
+    query_token = b"access_token" in request.scope["query_string"] and (
+        "access_token" in request.query_params
+    )
+    if len(values) > 1 or (values and query_token):
+        raise InvalidAuthorizationRequest()
+    if not values:
+        # RFC 9700 §4.3.2: a token in the query string alone is never read.
+        raise AuthenticationRequired()
+    scheme, _, credentials = values[0].decode("latin-1").partition(" ")
+    if scheme.lower() != "bearer":
+        raise AuthenticationRequired()
+    token = credentials.strip(" ")
+    if not token:
+        raise InvalidToken("missing token")
+    return token
+
+
+class BearerAuth(OAuth2PasswordBearer):
+    """Who is calling, from a valid access token alone: no database read, no thread hop.
+
+    One dependency (declared as the OAuth2 password scheme, so Swagger UI's
+    Authorize button logs in through /account/token) reads the header,
+    verifies the token (a verified token is cached by digest) and checks that
+    its session has not ended.
     """
 
-    async def __call__(self, request: Request) -> str:  # type: ignore[override]
-        values: list[bytes] = [
-            value for name, value in request.scope["headers"] if name == b"authorization"
-        ]
-        # RFC 6750 §2: a client uses one method of sending the token per request.
-        if len(values) > 1 or (values and "access_token" in request.query_params):
-            raise InvalidAuthorizationRequest()
-        if not values:
-            # RFC 9700 §4.3.2: a token in the query string alone is never read.
-            raise AuthenticationRequired()
-        scheme, _, credentials = values[0].decode("latin-1").partition(" ")
-        if scheme.lower() != "bearer":
-            raise AuthenticationRequired()
-        token = credentials.strip(" ")
-        if not token:
-            raise InvalidToken("missing token")
-        return token
+    async def __call__(self, request: Request) -> access_tokens.AccessClaims:  # type: ignore[override]
+        runtime: Runtime = request.app.state.runtime
+        try:
+            claims = runtime.access_tokens.decode(_bearer_token(request))
+        except TokenRejected as exc:
+            raise InvalidToken(exc.reason) from None
+        try:
+            if not runtime.revoked.loaded:
+                await runtime.load_revoked_sessions()
+            ended = await runtime.revoked.contains(claims.session_id)
+        except ServiceUnavailable:
+            raise
+        except Exception:
+            # Without the revoked set a logged-out token could pass: fail closed.
+            log.exception("cannot read the revoked-session set")
+            raise ServiceUnavailable() from None
+        if ended:
+            raise InvalidToken("session ended")
+        return claims
 
 
-bearer = BearerToken(
+bearer = BearerAuth(
     tokenUrl="/account/token",
     scheme_name="OAuth2PasswordBearer",
     description="Log in with the demo account through /account/token.",
 )
 
-
-async def get_access_claims(
-    runtime: RuntimeDep, token: Annotated[str, Security(bearer)]
-) -> access_tokens.AccessClaims:
-    """Who is calling, from a valid access token alone: no database read."""
-    try:
-        claims = runtime.issuer.codec.decode(token)
-    except TokenRejected as exc:
-        raise InvalidToken(exc.reason) from None
-    try:
-        if not runtime.revoked.loaded:
-            await runtime.load_revoked_sessions()
-        ended = await runtime.revoked.contains(claims.session_id)
-    except ServiceUnavailable:
-        raise
-    except Exception:
-        # Without the revoked set a logged-out token could pass: fail closed.
-        log.exception("cannot read the revoked-session set")
-        raise ServiceUnavailable() from None
-    if ended:
-        raise InvalidToken("session ended")
-    return claims
-
-
-AccessClaims = Annotated[access_tokens.AccessClaims, Depends(get_access_claims)]
+AccessClaims = Annotated[access_tokens.AccessClaims, Security(bearer)]
 
 
 async def get_current_user(claims: AccessClaims, db: DbSession) -> User:

@@ -108,7 +108,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_exception_handler(kind, _error_response)
     app.add_middleware(BodyLimit)
 
-    for module in (account, token, protected, meta):
+    # The protected route first: routes are matched in order, and it is the hot one.
+    for module in (protected, account, token, meta):
         app.include_router(module.router)
     _serve_docs(app)
     install_openapi(app)

@@ -13,6 +13,7 @@ from app.revocations import RevokedSessions, revoked_sessions
 from app.security.access_tokens import AccessTokenCodec
 from app.security.keys import hmac_key
 from app.security.passwords import PasswordHasher
+from app.security.token_cache import VerifiedTokens
 from app.services import sessions
 from app.services.sessions import TokenIssuer
 from app.throttle import Throttle
@@ -32,6 +33,7 @@ class Runtime:
     issuer: TokenIssuer
     revoked: RevokedSessions
     throttle: Throttle
+    access_tokens: VerifiedTokens
     clock: Callable[[], datetime] = field(default=utc_now)
 
     @classmethod
@@ -61,6 +63,7 @@ class Runtime:
             revoked=revoked_sessions(
                 settings.RATE_LIMIT_STORAGE_URL, settings.TOKEN_ACCESS_TTL_SECONDS
             ),
+            access_tokens=VerifiedTokens(codec, leeway_seconds=settings.TOKEN_LEEWAY_SECONDS),
             throttle=Throttle(
                 storage_url=settings.RATE_LIMIT_STORAGE_URL,
                 max_failures=settings.LOGIN_MAX_FAILURES,

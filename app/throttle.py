@@ -5,7 +5,7 @@ import time
 
 import limits
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
 
 from app.errors import ServiceUnavailable, Throttled
@@ -28,14 +28,18 @@ def limits_storage(url: str) -> Storage:
 
 
 class Throttle:
-    """The moving window counts every attempt as it starts, so concurrent guesses cannot
-    all pass a check made before any of them failed; a success clears the count."""
+    """Every attempt is counted as it starts (one atomic hit), so concurrent guesses cannot
+    all pass a check made before any of them failed; a success clears the count.
+
+    The sliding-window counter weighs the previous window's count by how much of it
+    still overlaps, so a burst across a window boundary is still counted.
+    """
 
     def __init__(
         self, *, storage_url: str, max_failures: int, window_seconds: int, ip_limit: str
     ) -> None:
         self._storage = limits_storage(storage_url)
-        self._limiter = MovingWindowRateLimiter(self._storage)
+        self._limiter = SlidingWindowCounterRateLimiter(self._storage)
         self._login = limits.RateLimitItemPerSecond(
             max_failures, window_seconds, namespace="login-failures"
         )

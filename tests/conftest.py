@@ -134,9 +134,13 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """`uvicorn app.main:app` in a subprocess, configured only by the environment."""
+    """`uvicorn app.main:app` (or another `target`) in a subprocess, configured only by the
+    environment."""
 
-    def __init__(self, env: dict[str, str], args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, env: dict[str, str], args: tuple[str, ...] = (), target: str = "app.main:app"
+    ) -> None:
+        self.target = target
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **env}
@@ -147,7 +151,7 @@ class LiveServer:
 
     def start(self) -> "LiveServer":
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(self.port), *self.args],
+            [sys.executable, "-m", "uvicorn", self.target, "--port", str(self.port), *self.args],
             cwd=ROOT,
             env=self.env,
             stdout=self.log,
@@ -165,6 +169,12 @@ class LiveServer:
             time.sleep(0.1)
         self.stop()
         raise RuntimeError("server did not start")
+
+    def restart(self, **env: str) -> "LiveServer":
+        """Stop, then start again on the same port with `env` changed, as an operator would."""
+        self.stop()
+        self.env = {**self.env, **env}
+        return self.start()
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -1,8 +1,9 @@
-"""The jwt-auth-api command: serve, create-user, prune."""
+"""The jwt-auth-api command: serve, create-user, prune, keys generate."""
 
 import argparse
 import asyncio
 import getpass
+import os
 import secrets
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -193,6 +194,72 @@ def prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_new_file(path: Path, data: bytes) -> None:
+    """Create `path` with mode 0600 whatever the umask; an existing file is never overwritten."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def generate_keys(args: argparse.Namespace) -> int:
+    from app.config import load_algorithm
+    from app.security.keys import (
+        ASYMMETRIC_ALGORITHMS,
+        generate_private_key,
+        jwk_thumbprint,
+        private_pem,
+        public_pem,
+    )
+
+    algorithm: str = args.algorithm or load_algorithm()
+    if algorithm not in ASYMMETRIC_ALGORITHMS:
+        print(
+            f"error: TOKEN_ALGORITHM is {algorithm}, which signs with TOKEN_SECRET_KEY; "
+            f"pass --algorithm ({', '.join(ASYMMETRIC_ALGORITHMS)})",
+            file=sys.stderr,
+        )
+        return 2
+    private_key = generate_private_key(algorithm)
+    kid = jwk_thumbprint(private_key.public_key())
+    # The kid in the names keeps the files of successive keys apart during a rotation.
+    stem = f"token-{algorithm.lower()}-{kid[:8]}"
+    private_path: Path = args.private or args.out / f"{stem}.private.pem"
+    public_path: Path = args.public or args.out / f"{stem}.public.pem"
+    if private_path.resolve() == public_path.resolve():
+        print("error: --private and --public name the same file", file=sys.stderr)
+        return 2
+    for path in (private_path, public_path):
+        if path.exists():
+            print(f"error: {path} exists; a key file is never overwritten", file=sys.stderr)
+            return 2
+    written: list[Path] = []
+    try:
+        for path, data in (
+            (private_path, private_pem(private_key)),
+            (public_path, public_pem(private_key)),
+        ):
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _write_new_file(path, data)
+            written.append(path)
+    except OSError as exc:
+        for path in written:
+            path.unlink(missing_ok=True)
+        print(f"error: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
+    print(f"{algorithm} key pair written (mode 0600), kid {kid}")
+    print(f"  private key: {private_path.resolve()}")
+    print(f"  public key:  {public_path.resolve()}")
+    print("Sign with it:")
+    print(f"TOKEN_ALGORITHM={algorithm}")
+    print(f"TOKEN_PRIVATE_KEY_FILE={private_path.resolve()}")
+    print(
+        "When it is replaced, list its public key in TOKEN_PREVIOUS_PUBLIC_KEY_FILES "
+        "until the tokens it signed have expired."
+    )
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jwt-auth-api", description="JWT access and refresh token service."
@@ -226,6 +293,35 @@ def _parser() -> argparse.ArgumentParser:
     )
     clean.add_argument("--batch-size", type=int, default=PRUNE_BATCH_SIZE)
     clean.set_defaults(handler=prune)
+
+    keys = commands.add_parser("keys", help="manage the access-token signing keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    generate = key_commands.add_parser(
+        "generate",
+        help="write a new key pair for TOKEN_PRIVATE_KEY_FILE",
+        description=(
+            "Write a new private key (PEM, PKCS#8) and its public key, both mode 0600, for "
+            "RS256 (RSA 3072), ES256 (EC P-256) or EdDSA (Ed25519). Existing files are never "
+            "overwritten."
+        ),
+    )
+    generate.add_argument(
+        "--algorithm",
+        choices=["RS256", "ES256", "EdDSA"],
+        help="key type to generate (default: TOKEN_ALGORITHM)",
+    )
+    generate.add_argument(
+        "--out",
+        type=Path,
+        default=Path(),
+        metavar="DIR",
+        help="folder for both files, named after the key's kid (default: the current folder)",
+    )
+    generate.add_argument(
+        "--private", type=Path, metavar="FILE", help="path of the private key file"
+    )
+    generate.add_argument("--public", type=Path, metavar="FILE", help="path of the public key file")
+    generate.set_defaults(handler=generate_keys)
     return parser
 
 

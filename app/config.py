@@ -13,10 +13,14 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from app.security.keys import HMAC_ALGORITHMS, KeySet, KeySettingError, load_keys
+
 PLACEHOLDER_MARK = "change-me"
 MIN_HMAC_KEY_BYTES = 32
 SECRET_KEY_FILE = ".token_secret_key"  # noqa: S105 - a file name
 DEFAULT_DATABASE_URL = "sqlite:///./jwt_auth.db"
+
+TokenAlgorithm = Literal["HS256", "RS256", "ES256", "EdDSA"]
 
 
 def _split_commas(value: object) -> object:
@@ -25,12 +29,39 @@ def _split_commas(value: object) -> object:
     return value
 
 
+def _empty_is_none(value: object) -> object:
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+def _secret_problem(value: str) -> str | None:
+    """Why an HMAC secret is refused, without quoting it; None when it is acceptable."""
+    if PLACEHOLDER_MARK in value:
+        return (
+            "is the .env.example placeholder; set a random value of at least "
+            f"{MIN_HMAC_KEY_BYTES} bytes (python -c 'import secrets; "
+            "print(secrets.token_urlsafe(48))')"
+        )
+    if len(value.encode()) < MIN_HMAC_KEY_BYTES:
+        return f"must be at least {MIN_HMAC_KEY_BYTES} bytes of UTF-8"
+    return None
+
+
 class DatabaseSettings(BaseSettings):
     """The one setting migrations need: they run without any token secret."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
     DATABASE_URL: str = DEFAULT_DATABASE_URL
+
+
+class AlgorithmSettings(BaseSettings):
+    """The one setting `keys generate` needs: it runs before the key file exists."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    TOKEN_ALGORITHM: TokenAlgorithm = "HS256"  # noqa: S105
 
 
 class Settings(DatabaseSettings):
@@ -43,7 +74,10 @@ class Settings(DatabaseSettings):
     TOKEN_SECRET_KEY: str | None = None
     TOKEN_ISSUER: str = "http://localhost:8000"  # noqa: S105
     TOKEN_AUDIENCE: str = "API"  # noqa: S105
-    TOKEN_ALGORITHM: Literal["HS256"] = "HS256"  # noqa: S105
+    TOKEN_ALGORITHM: TokenAlgorithm = "HS256"  # noqa: S105
+    TOKEN_PRIVATE_KEY_FILE: Path | None = None
+    TOKEN_PREVIOUS_PUBLIC_KEY_FILES: Annotated[list[Path], NoDecode] = []
+    TOKEN_PREVIOUS_SECRET_KEYS: Annotated[list[str], NoDecode] = []
     TOKEN_ACCESS_TTL_SECONDS: int = Field(default=1200, ge=1)
     TOKEN_REFRESH_TTL_SECONDS: int = Field(default=604800, ge=1)
     TOKEN_SESSION_MAX_SECONDS: int = Field(default=2592000, ge=1)
@@ -61,22 +95,33 @@ class Settings(DatabaseSettings):
     RATE_LIMIT_STORAGE_URL: str = "memory://"
     TRUSTED_PROXIES: Annotated[list[str], NoDecode] = []
 
-    _split_lists = field_validator("TRUSTED_PROXIES", mode="before")(_split_commas)
+    _split_lists = field_validator(
+        "TRUSTED_PROXIES",
+        "TOKEN_PREVIOUS_PUBLIC_KEY_FILES",
+        "TOKEN_PREVIOUS_SECRET_KEYS",
+        mode="before",
+    )(_split_commas)
+    _unset_when_empty = field_validator("TOKEN_PRIVATE_KEY_FILE", mode="before")(_empty_is_none)
 
     @field_validator("TOKEN_SECRET_KEY")
     @classmethod
     def _secret_is_strong(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if PLACEHOLDER_MARK in value:
-            raise ValueError(
-                "is the .env.example placeholder; set a random value of at least "
-                f"{MIN_HMAC_KEY_BYTES} bytes (python -c 'import secrets; "
-                "print(secrets.token_urlsafe(48))')"
-            )
-        if len(value.encode()) < MIN_HMAC_KEY_BYTES:
-            raise ValueError(f"must be at least {MIN_HMAC_KEY_BYTES} bytes of UTF-8")
+        problem = _secret_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
+
+    @field_validator("TOKEN_PREVIOUS_SECRET_KEYS")
+    @classmethod
+    def _previous_secrets_are_strong(cls, values: list[str]) -> list[str]:
+        # A previous secret still verifies tokens: it must be as strong as the current one.
+        for position, value in enumerate(values, start=1):
+            problem = _secret_problem(value)
+            if problem is not None:
+                raise ValueError(f"secret {position} {problem}")
+        return values
 
     @field_validator("RATE_LIMIT_STORAGE_URL")
     @classmethod
@@ -109,11 +154,16 @@ class Settings(DatabaseSettings):
     @model_validator(mode="after")
     def _production_is_explicit(self) -> "Settings":
         if self.ENVIRONMENT == "production":
-            if self.TOKEN_SECRET_KEY is None:
+            if self.uses_hmac and self.TOKEN_SECRET_KEY is None:
                 raise ValueError("TOKEN_SECRET_KEY is required when ENVIRONMENT=production")
             if self.sqlite_path in (None, ":memory:") and self.is_sqlite:
                 raise ValueError("DATABASE_URL: an in-memory SQLite database loses every account")
         return self
+
+    @property
+    def uses_hmac(self) -> bool:
+        """TOKEN_SECRET_KEY signs only under an HMAC algorithm; the others use a key file."""
+        return self.TOKEN_ALGORITHM in HMAC_ALGORITHMS
 
     @cached_property
     def is_sqlite(self) -> bool:
@@ -165,17 +215,47 @@ def _development_secret(settings: Settings) -> str:
     return key_file.read_text().strip()
 
 
+def _configuration_error(exc: ValidationError) -> ConfigurationError:
+    error = exc.errors()[0]
+    field = ".".join(str(part) for part in error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return ConfigurationError(f"{field} {message}" if field else message)
+
+
+def load_algorithm() -> TokenAlgorithm:
+    """TOKEN_ALGORITHM alone, or stop with one clear line."""
+    try:
+        return AlgorithmSettings().TOKEN_ALGORITHM
+    except ValidationError as exc:
+        raise _configuration_error(exc) from None
+
+
+def load_token_keys(settings: Settings) -> KeySet:
+    """The signing and previous keys the settings name, or stop start-up with one clear line."""
+    secret = settings.TOKEN_SECRET_KEY if settings.uses_hmac else None
+    try:
+        return load_keys(
+            algorithm=settings.TOKEN_ALGORITHM,
+            secret_key=secret.encode() if secret is not None else None,
+            private_key_file=settings.TOKEN_PRIVATE_KEY_FILE,
+            previous_public_key_files=settings.TOKEN_PREVIOUS_PUBLIC_KEY_FILES,
+            previous_secret_keys=[key.encode() for key in settings.TOKEN_PREVIOUS_SECRET_KEYS],
+        )
+    except KeySettingError as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Read the settings, or stop start-up with one clear line."""
+    """Read the settings and the key files they name, or stop start-up with one clear line."""
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
-        if settings.TOKEN_SECRET_KEY is None:
+        # Only an HMAC algorithm needs a secret; the others sign with TOKEN_PRIVATE_KEY_FILE.
+        if settings.TOKEN_SECRET_KEY is None and settings.uses_hmac:
             settings = settings.model_copy(
                 update={"TOKEN_SECRET_KEY": _development_secret(settings)}
             )
     except ValidationError as exc:
-        error = exc.errors()[0]
-        field = ".".join(str(part) for part in error["loc"])
-        message = str(error["msg"]).removeprefix("Value error, ")
-        raise ConfigurationError(f"{field} {message}" if field else message) from None
+        raise _configuration_error(exc) from None
+    # A missing, unreadable or wrong key file stops start-up here rather than at the first login.
+    load_token_keys(settings)
     return settings

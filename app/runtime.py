@@ -1,4 +1,4 @@
-"""What one running service holds: settings, database, hasher, token issuer, revoked sessions."""
+"""What one running service holds: settings, database, hasher, keys, tokens, revoked sessions."""
 
 import uuid
 from collections.abc import Callable
@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.config import Settings
+from app.config import Settings, load_token_keys
 from app.db import create_engine_for, create_sessionmaker
 from app.revocations import RevokedSessions, revoked_sessions
 from app.security.access_tokens import AccessTokenCodec
-from app.security.keys import hmac_key
+from app.security.keys import KeySet
 from app.security.passwords import PasswordHasher
 from app.security.token_cache import VerifiedTokens
 from app.services import sessions
@@ -34,13 +34,16 @@ class Runtime:
     revoked: RevokedSessions
     throttle: Throttle
     access_tokens: VerifiedTokens
+    keys: KeySet
     clock: Callable[[], datetime] = field(default=utc_now)
 
     @classmethod
     def build(cls, settings: Settings) -> "Runtime":
+        keys = load_token_keys(settings)
         engine = create_engine_for(settings)
         codec = AccessTokenCodec(
-            signing_key=hmac_key(settings.secret_key, settings.TOKEN_ALGORITHM),
+            signing_key=keys.signing,
+            verification_keys=keys.previous,
             issuer=settings.TOKEN_ISSUER,
             audience=settings.TOKEN_AUDIENCE,
             leeway_seconds=settings.TOKEN_LEEWAY_SECONDS,
@@ -70,6 +73,7 @@ class Runtime:
                 window_seconds=settings.LOGIN_WINDOW_SECONDS,
                 ip_limit=settings.IP_RATE_LIMIT,
             ),
+            keys=keys,
         )
 
     def now(self) -> datetime:

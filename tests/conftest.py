@@ -206,6 +206,12 @@ class LiveServer:
         self.stop()
         raise RuntimeError("server did not start")
 
+    def restart(self, **env: str) -> "LiveServer":
+        """Stop, then start again on the same port with `env` changed, as an operator would."""
+        self.stop()
+        self.env = {**self.env, **env}
+        return self.start()
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()

@@ -2,6 +2,7 @@
 
 import os
 import re
+import stat
 import subprocess
 import sys
 import time
@@ -10,7 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
+from app.security.keys import load_private_key, load_public_key
 from tests.conftest import ROOT, free_port
 from tests.factories import bearer
 
@@ -30,7 +33,9 @@ def run(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.Com
     )
 
 
-@pytest.mark.parametrize("args", [[], ["serve"], ["create-user"], ["prune"]], ids=str)
+@pytest.mark.parametrize(
+    "args", [[], ["serve"], ["create-user"], ["prune"], ["keys"], ["keys", "generate"]], ids=str
+)
 def test_every_command_has_help(args: list[str]) -> None:
     result = run([*args, "--help"], {})
     assert result.returncode == 0
@@ -126,3 +131,86 @@ def test_create_user_refuses_bad_input_with_one_line(
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# keys generate
+
+
+def key_files(folder: Path) -> tuple[Path, Path]:
+    (private,) = folder.glob("*.private.pem")
+    (public,) = folder.glob("*.public.pem")
+    return private, public
+
+
+@pytest.mark.parametrize("algorithm", ["RS256", "ES256", "EdDSA"])
+def test_keys_generate_writes_a_key_pair_of_the_configured_type_with_mode_0600(
+    tmp_path: Path, algorithm: str
+) -> None:
+    result = run(["keys", "generate", "--out", str(tmp_path)], {"TOKEN_ALGORITHM": algorithm})
+
+    assert result.returncode == 0, result.stderr
+    private, public = key_files(tmp_path)
+    for path in (private, public):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    signing = load_private_key(private, algorithm)
+    assert load_public_key(public).kid == signing.kid
+    assert signing.kid in result.stdout
+    assert f"TOKEN_ALGORITHM={algorithm}" in result.stdout.splitlines()
+    assert f"TOKEN_PRIVATE_KEY_FILE={private.resolve()}" in result.stdout.splitlines()
+    assert "PRIVATE KEY" not in result.stdout
+
+
+def test_keys_generate_makes_rsa_keys_of_3072_bits_at_the_paths_given(tmp_path: Path) -> None:
+    private, public = tmp_path / "new" / "signing.pem", tmp_path / "new" / "signing.pub"
+
+    result = run(
+        [
+            "keys",
+            "generate",
+            "--algorithm",
+            "RS256",
+            "--private",
+            str(private),
+            "--public",
+            str(public),
+        ],
+        {"TOKEN_ALGORITHM": "EdDSA"},
+    )
+
+    assert result.returncode == 0, result.stderr
+    key = load_private_key(private, "RS256").public_key
+    assert isinstance(key, rsa.RSAPublicKey)
+    assert key.key_size == 3072
+    assert load_public_key(public).algorithm == "RS256"
+
+
+def test_keys_generate_never_overwrites_a_key_file(tmp_path: Path) -> None:
+    existing = tmp_path / "signing.pem"
+    existing.write_text("keep me")
+
+    result = run(
+        [
+            "keys",
+            "generate",
+            "--algorithm",
+            "ES256",
+            "--private",
+            str(existing),
+            "--out",
+            str(tmp_path),
+        ],
+        {},
+    )
+
+    assert result.returncode == 2
+    assert "never overwritten" in result.stderr
+    assert existing.read_text() == "keep me"
+    assert list(tmp_path.glob("*.public.pem")) == []
+
+
+def test_keys_generate_asks_for_an_algorithm_when_hs256_is_configured(tmp_path: Path) -> None:
+    result = run(["keys", "generate", "--out", str(tmp_path)], {"TOKEN_ALGORITHM": "HS256"})
+
+    assert result.returncode == 2
+    assert "--algorithm" in result.stderr
+    assert list(tmp_path.iterdir()) == []

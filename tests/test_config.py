@@ -1,4 +1,5 @@
-"""Settings: the token secret is checked at start-up, and generated once in development."""
+"""Settings: the token secret and key files are checked at start-up; a secret is generated
+once in development when an HMAC algorithm needs one."""
 
 import os
 import secrets
@@ -11,6 +12,7 @@ import pytest
 
 from app.config import ConfigurationError, load_settings
 from tests.conftest import ROOT, free_port
+from tests.keyfiles import ASYMMETRIC, private_key_file, public_key_file, write
 
 SECRET_KEY_FILE = ".token_secret_key"
 
@@ -21,7 +23,15 @@ def clean_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     workdir = tmp_path / "workdir"
     workdir.mkdir()
     monkeypatch.chdir(workdir)
-    for name in ("TOKEN_SECRET_KEY", "DATABASE_URL", "ENVIRONMENT"):
+    for name in (
+        "TOKEN_SECRET_KEY",
+        "DATABASE_URL",
+        "ENVIRONMENT",
+        "TOKEN_ALGORITHM",
+        "TOKEN_PRIVATE_KEY_FILE",
+        "TOKEN_PREVIOUS_PUBLIC_KEY_FILES",
+        "TOKEN_PREVIOUS_SECRET_KEYS",
+    ):
         monkeypatch.delenv(name, raising=False)
     return workdir
 
@@ -216,3 +226,250 @@ def test_supported_throttle_settings_are_accepted(
         DATABASE_URL=sqlite_url(tmp_path / "app.db"),
     )
     assert settings.DATABASE_URL.endswith("app.db")
+
+
+# Asymmetric algorithms and key files
+
+
+def configuration_error(capsys: pytest.CaptureFixture[str], **settings: object) -> str:
+    """The one line load_settings prints before stopping; fails the test if it starts."""
+    with pytest.raises(SystemExit) as raised:
+        load_settings(**settings)
+    assert isinstance(raised.value, ConfigurationError)
+    assert raised.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"configuration error: {raised.value.message}"]
+    return raised.value.message
+
+
+@pytest.mark.parametrize("algorithm", ASYMMETRIC)
+def test_an_asymmetric_algorithm_needs_no_secret_in_production_and_writes_none_in_development(
+    clean_environment: Path, tmp_path: Path, algorithm: str
+) -> None:
+    key_file = private_key_file(tmp_path, algorithm)
+    url = sqlite_url(tmp_path / "app.db")
+
+    production = load_settings(
+        ENVIRONMENT="production",
+        DATABASE_URL=url,
+        TOKEN_ALGORITHM=algorithm,
+        TOKEN_PRIVATE_KEY_FILE=str(key_file),
+    )
+    development = load_settings(
+        DATABASE_URL=url, TOKEN_ALGORITHM=algorithm, TOKEN_PRIVATE_KEY_FILE=str(key_file)
+    )
+
+    assert production.TOKEN_SECRET_KEY is None
+    assert development.TOKEN_SECRET_KEY is None
+    assert not (tmp_path / SECRET_KEY_FILE).exists()
+    assert not (clean_environment / SECRET_KEY_FILE).exists()
+
+
+def test_production_with_hs256_still_requires_the_secret(
+    clean_environment: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    message = configuration_error(
+        capsys,
+        ENVIRONMENT="production",
+        DATABASE_URL=sqlite_url(tmp_path / "app.db"),
+        TOKEN_ALGORITHM="HS256",
+    )
+
+    assert message.startswith("TOKEN_SECRET_KEY is required")
+
+
+@pytest.mark.parametrize("algorithm", ASYMMETRIC)
+def test_an_asymmetric_algorithm_without_a_key_file_stops_start_up(
+    clean_environment: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], algorithm: str
+) -> None:
+    message = configuration_error(
+        capsys, DATABASE_URL=sqlite_url(tmp_path / "app.db"), TOKEN_ALGORITHM=algorithm
+    )
+
+    assert message.startswith(
+        f"TOKEN_PRIVATE_KEY_FILE is required when TOKEN_ALGORITHM is {algorithm}"
+    )
+
+
+def _bad_key_file(folder: Path, case: str) -> Path:
+    match case:
+        case "missing":
+            return folder / "missing.pem"
+        case "unreadable":
+            return folder  # a folder: unreadable as a file even for root
+        case "ec-key-for-RS256":
+            return private_key_file(folder, "ES256")
+        case "public-key":
+            return public_key_file(folder, "RS256")
+        case "garbage":
+            return write(folder / "garbage.pem", b"-----BEGIN PRIVATE KEY-----\nnonsense\n")
+    raise ValueError(case)
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("missing", "cannot read {path}: No such file or directory"),
+        ("unreadable", "cannot read {path}: Is a directory"),
+        (
+            "ec-key-for-RS256",
+            "{path} holds an EC P-256 key, which signs ES256, but TOKEN_ALGORITHM is RS256",
+        ),
+        ("public-key", "{path} holds a public key; a private key is expected"),
+        ("garbage", "{path} is not a PEM private key (PKCS#8 or traditional)"),
+    ],
+    ids=["missing", "unreadable", "ec-key-for-RS256", "public-key", "garbage"],
+)
+def test_a_bad_private_key_file_stops_start_up_with_one_line_naming_the_variable(
+    clean_environment: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    case: str,
+    reason: str,
+) -> None:
+    key_file = _bad_key_file(tmp_path, case)
+
+    message = configuration_error(
+        capsys,
+        DATABASE_URL=sqlite_url(tmp_path / "app.db"),
+        TOKEN_ALGORITHM="RS256",
+        TOKEN_PRIVATE_KEY_FILE=str(key_file),
+    )
+
+    assert message == f"TOKEN_PRIVATE_KEY_FILE {reason.format(path=key_file)}"
+
+
+def test_a_key_file_from_the_environment_is_read(
+    clean_environment: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOKEN_ALGORITHM", "ES256")
+    monkeypatch.setenv("TOKEN_PRIVATE_KEY_FILE", str(private_key_file(tmp_path, "ES256")))
+
+    settings = load_settings(DATABASE_URL=sqlite_url(tmp_path / "app.db"))
+
+    assert settings.TOKEN_ALGORITHM == "ES256"
+
+
+def test_an_empty_key_file_setting_counts_as_unset(clean_environment: Path, tmp_path: Path) -> None:
+    settings = load_settings(
+        DATABASE_URL=sqlite_url(tmp_path / "app.db"),
+        TOKEN_SECRET_KEY=secrets.token_urlsafe(48),
+        TOKEN_PRIVATE_KEY_FILE="",
+    )
+
+    assert settings.TOKEN_PRIVATE_KEY_FILE is None
+
+
+def test_a_key_file_with_hs256_stops_start_up_rather_than_being_ignored(
+    clean_environment: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    message = configuration_error(
+        capsys,
+        DATABASE_URL=sqlite_url(tmp_path / "app.db"),
+        TOKEN_SECRET_KEY=secrets.token_urlsafe(48),
+        TOKEN_PRIVATE_KEY_FILE=str(private_key_file(tmp_path, "RS256")),
+    )
+
+    assert message.startswith("TOKEN_PRIVATE_KEY_FILE is set, but TOKEN_ALGORITHM is HS256")
+
+
+@pytest.mark.parametrize(
+    "algorithm",
+    ["none", "HS512", "rs256", "Ed25519", "PS256"],
+    ids=["none", "HS512", "lower-case", "Ed25519", "PS256"],
+)
+def test_an_unsupported_algorithm_stops_start_up(
+    clean_environment: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], algorithm: str
+) -> None:
+    message = configuration_error(
+        capsys, DATABASE_URL=sqlite_url(tmp_path / "app.db"), TOKEN_ALGORITHM=algorithm
+    )
+
+    assert message.startswith("TOKEN_ALGORITHM ")
+
+
+def test_previous_public_key_files_and_secrets_are_comma_separated(
+    clean_environment: Path, tmp_path: Path
+) -> None:
+    one, two = public_key_file(tmp_path, "RS256"), public_key_file(tmp_path, "EdDSA")
+    old_secrets = [secrets.token_urlsafe(48), secrets.token_urlsafe(48)]
+
+    settings = load_settings(
+        DATABASE_URL=sqlite_url(tmp_path / "app.db"),
+        TOKEN_ALGORITHM="ES256",
+        TOKEN_PRIVATE_KEY_FILE=str(private_key_file(tmp_path, "ES256")),
+        TOKEN_PREVIOUS_PUBLIC_KEY_FILES=f" {one}, {two} ,",
+        TOKEN_PREVIOUS_SECRET_KEYS=",".join(old_secrets),
+    )
+
+    previous_files, previous_secrets = (
+        settings.TOKEN_PREVIOUS_PUBLIC_KEY_FILES,
+        settings.TOKEN_PREVIOUS_SECRET_KEYS,
+    )
+    assert previous_files == [one, two]
+    assert previous_secrets == old_secrets
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param("k" * 31, id="31-bytes"),
+        pytest.param("change-me-" + secrets.token_urlsafe(48), id="placeholder"),
+    ],
+)
+def test_a_short_or_placeholder_previous_secret_stops_start_up_without_echoing_it(
+    clean_environment: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: str
+) -> None:
+    good = secrets.token_urlsafe(48)
+
+    message = configuration_error(
+        capsys,
+        DATABASE_URL=sqlite_url(tmp_path / "app.db"),
+        TOKEN_SECRET_KEY=secrets.token_urlsafe(48),
+        TOKEN_PREVIOUS_SECRET_KEYS=f"{good},{bad}",
+    )
+
+    assert message.startswith("TOKEN_PREVIOUS_SECRET_KEYS secret 2 ")
+    assert bad not in message
+    assert good not in message
+
+
+def test_a_private_key_listed_as_a_previous_public_key_stops_start_up(
+    clean_environment: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    message = configuration_error(
+        capsys,
+        DATABASE_URL=sqlite_url(tmp_path / "app.db"),
+        TOKEN_SECRET_KEY=secrets.token_urlsafe(48),
+        TOKEN_PREVIOUS_PUBLIC_KEY_FILES=str(private_key_file(tmp_path, "RS256")),
+    )
+
+    assert message.startswith("TOKEN_PREVIOUS_PUBLIC_KEY_FILES ")
+    assert "holds a private key" in message
+
+
+def test_uvicorn_with_a_wrong_type_key_file_exits_with_one_line_naming_the_variable(
+    tmp_path: Path,
+) -> None:
+    key_file = private_key_file(tmp_path, "EdDSA")
+    env = {**os.environ, "TOKEN_ALGORITHM": "RS256", "TOKEN_PRIVATE_KEY_FILE": str(key_file)}
+    env.pop("ENVIRONMENT", None)
+
+    result = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(free_port())],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+    assert result.returncode != 0
+    lines = result.stderr.splitlines()
+    assert [line for line in lines if line.startswith("configuration error:")] == [
+        f"configuration error: TOKEN_PRIVATE_KEY_FILE {key_file} holds an Ed25519 key, "
+        "which signs EdDSA, but TOKEN_ALGORITHM is RS256"
+    ], result.stderr
+    assert "Traceback" not in result.stderr
+    assert "PRIVATE KEY" not in result.stderr

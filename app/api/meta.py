@@ -13,6 +13,7 @@ from app.schemas import Health, Jwks
 router = APIRouter(tags=["meta"])
 
 READY_TIMEOUT_SECONDS = 2.0
+JWKS_MAX_AGE_SECONDS = 300
 
 
 @router.get("/health", response_model=Health)
@@ -37,7 +38,11 @@ async def ready(runtime: RuntimeDep) -> Health:
 
 
 @router.get("/.well-known/jwks.json", response_model=Jwks)
-async def jwks(response: Response) -> Jwks:
-    """Public verification keys (RFC 7517); empty while tokens are signed with an HMAC secret."""
-    response.headers["Cache-Control"] = "public, max-age=300"
-    return Jwks(keys=[])
+async def jwks(runtime: RuntimeDep, response: Response) -> Jwks:
+    """Public verification keys (RFC 7517): the current key and those kept for a rotation.
+
+    An HMAC secret is never published, so the set is empty while only HS256 keys exist.
+    """
+    # Verifiers may cache the set this long; one that meets an unknown kid fetches it again.
+    response.headers["Cache-Control"] = f"public, max-age={JWKS_MAX_AGE_SECONDS}"
+    return Jwks(keys=runtime.keys.public_jwks)

@@ -53,7 +53,8 @@ class AccessTokenCodec:
         leeway_seconds: int = 0,
     ) -> None:
         self._signing_key = signing_key
-        self._keys = {key.kid: key for key in (signing_key, *verification_keys)}
+        # Verification needs only the public half of an asymmetric signing key.
+        self._keys = {key.kid: key.verifying() for key in (signing_key, *verification_keys)}
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway_seconds
@@ -84,7 +85,7 @@ class AccessTokenCodec:
         key = self._signing_key
         return jwt.encode(
             claims,
-            key.material,
+            key.signing_material,
             algorithm=key.algorithm,
             headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYPE},
         )
@@ -107,9 +108,10 @@ class AccessTokenCodec:
         if "crit" in header:
             raise TokenRejected("unsupported critical header")
         try:
+            # jku, x5u, jwk and x5c are never read: the key comes from our configuration alone.
             claims = jwt.decode(
                 token,
-                key.material,
+                key.verification_material,
                 algorithms=[key.algorithm],
                 issuer=self._issuer,
                 audience=self._audience,

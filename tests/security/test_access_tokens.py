@@ -16,8 +16,10 @@ from typing import Any
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from app.security.access_tokens import (
     MAX_TOKEN_LENGTH,
@@ -25,7 +27,8 @@ from app.security.access_tokens import (
     AccessTokenCodec,
     TokenRejected,
 )
-from app.security.keys import Key, hmac_key, hmac_kid
+from app.security.keys import PRIVATE_KEY_TYPES, Key, hmac_key, hmac_kid, jwk_thumbprint
+from tests.keyfiles import ASYMMETRIC, private_key
 
 SECRET = b"a test secret that is longer than thirty-two bytes"
 OTHER_SECRET = b"another secret, also longer than thirty-two bytes"
@@ -660,3 +663,270 @@ def test_a_correctly_signed_token_whose_payload_is_not_a_json_object_is_refused(
     token = sign(valid_header(), payload)
 
     assert rejection(token) == "malformed token"
+
+
+# Asymmetric keys: RS256, ES256, EdDSA
+#
+# As above, the attacks are built by hand: PyJWT refuses to HMAC with a PEM and to sign a token
+# whose algorithm does not fit its key. The signatures come from `cryptography` directly.
+
+# The order of the P-256 group (SEC 2 §2.4.2): r and s must lie in [1, n-1].
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+def asymmetric_key(kind: str, copy: int = 0) -> Key:
+    """The signing key of a test key pair, named by its RFC 7638 thumbprint."""
+    private = private_key(kind, copy)
+    assert isinstance(private, PRIVATE_KEY_TYPES)
+    return Key(kid=jwk_thumbprint(private.public_key()), algorithm=kind, material=private)
+
+
+def asymmetric_codec(kind: str, *, verification_keys: Iterable[Key] = ()) -> AccessTokenCodec:
+    return AccessTokenCodec(
+        signing_key=asymmetric_key(kind),
+        verification_keys=verification_keys,
+        issuer=ISSUER,
+        audience=AUDIENCE,
+    )
+
+
+def public_pem_of(kind: str, copy: int = 0) -> bytes:
+    return (
+        private_key(kind, copy)
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+
+
+def raw_signature(private: PrivateKeyTypes, data: bytes) -> bytes:
+    """A JWS signature (RFC 7518 §3.3-3.4, RFC 8037 §3.1) made with `cryptography` alone."""
+    if isinstance(private, rsa.RSAPrivateKey):
+        return private.sign(data, padding.PKCS1v15(), hashes.SHA256())
+    if isinstance(private, ec.EllipticCurvePrivateKey):
+        # RFC 7518 §3.4: R and S as 32-byte big-endian integers, not the DER that ECDSA returns.
+        r, s = decode_dss_signature(private.sign(data, ec.ECDSA(hashes.SHA256())))
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    if isinstance(private, ed25519.Ed25519PrivateKey):
+        return private.sign(data)
+    raise TypeError(type(private).__name__)
+
+
+def sign_with(header: object, payload: object, kind: str, copy: int = 0) -> str:
+    signing_input = f"{json_segment(header)}.{json_segment(payload)}"
+    signature = raw_signature(private_key(kind, copy), signing_input.encode())
+    return f"{signing_input}.{b64url(signature)}"
+
+
+def asymmetric_header(kind: str, copy: int = 0, **overrides: Any) -> dict[str, Any]:
+    return valid_header(**({"alg": kind, "kid": asymmetric_key(kind, copy).kid} | overrides))
+
+
+@pytest.mark.parametrize("kind", ASYMMETRIC)
+def test_each_algorithm_signs_a_token_that_it_verifies(kind: str) -> None:
+    codec = asymmetric_codec(kind)
+    now = datetime.now(UTC)
+
+    token = codec.mint(
+        user_id=42,
+        email="ada@example.com",
+        phone=None,
+        session_id=SESSION_ID,
+        issued_at=now,
+        expires_at=now + timedelta(minutes=5),
+    )
+
+    assert decoded_segment(token, 0) == {
+        "alg": kind,
+        "typ": "at+jwt",
+        "kid": asymmetric_key(kind).kid,
+    }
+    assert codec.decode(token).user_id == 42
+    claims = jwt.decode(
+        token,
+        private_key(kind).public_key(),  # type: ignore[arg-type]
+        algorithms=[kind],
+        audience=AUDIENCE,
+        issuer=ISSUER,
+    )
+    assert claims["sub"] == "42"
+
+
+@pytest.mark.parametrize("kind", ASYMMETRIC)
+def test_a_hand_signed_token_of_each_algorithm_is_accepted(kind: str) -> None:
+    # The reference for the attacks below: the hand-made signatures are right.
+    token = sign_with(asymmetric_header(kind), valid_claims(), kind)
+
+    assert asymmetric_codec(kind).decode(token).user_id == 42
+
+
+@pytest.mark.parametrize("kind", ASYMMETRIC)
+def test_a_token_signed_by_another_key_of_the_same_type_under_our_kid_is_refused(
+    kind: str,
+) -> None:
+    token = sign_with(asymmetric_header(kind), valid_claims(), kind, copy=1)
+
+    assert rejection(token, asymmetric_codec(kind)) == "bad signature"
+
+
+@pytest.mark.parametrize(
+    "previous",
+    [
+        pytest.param(asymmetric_key("RS256", copy=1), id="RS256"),
+        pytest.param(asymmetric_key("ES256"), id="ES256"),
+        pytest.param(asymmetric_key("EdDSA"), id="EdDSA"),
+        pytest.param(hmac_key(OTHER_SECRET), id="HS256"),
+    ],
+)
+def test_a_token_signed_by_a_previous_key_kept_for_rotation_is_valid(previous: Key) -> None:
+    old_codec = AccessTokenCodec(signing_key=previous, issuer=ISSUER, audience=AUDIENCE)
+    now = datetime.now(UTC)
+    token = old_codec.mint(
+        user_id=42,
+        email="ada@example.com",
+        phone=None,
+        session_id=SESSION_ID,
+        issued_at=now,
+        expires_at=now + timedelta(minutes=5),
+    )
+    # The previous key is kept only as a verifier: its public half, or the secret.
+    kept = Key(
+        kid=previous.kid, algorithm=previous.algorithm, material=previous.verification_material
+    )
+
+    assert asymmetric_codec("RS256", verification_keys=[kept]).decode(token).user_id == 42
+
+
+@pytest.mark.parametrize("kind", ASYMMETRIC)
+def test_a_token_signed_by_a_removed_key_is_refused(kind: str) -> None:
+    token = sign_with(asymmetric_header(kind, copy=1), valid_claims(), kind, copy=1)
+
+    assert rejection(token, asymmetric_codec(kind)) == "unknown or missing key id"
+
+
+@pytest.mark.parametrize(
+    "secret_form",
+    [
+        serialization.PublicFormat.SubjectPublicKeyInfo,
+        serialization.PublicFormat.PKCS1,
+    ],
+    ids=["spki-pem", "pkcs1-pem"],
+)
+def test_the_rsa_public_key_pem_as_hmac_secret_is_refused_when_rs256_is_configured(
+    secret_form: serialization.PublicFormat,
+) -> None:
+    # RFC 8725 §2.1: HS256 "signed" with the public key everyone can fetch from the JWKS.
+    public = private_key("RS256").public_key()
+    secret = public.public_bytes(serialization.Encoding.PEM, secret_form)
+    codec = asymmetric_codec("RS256")
+    under_rsa_kid = sign(asymmetric_header("RS256", alg="HS256"), valid_claims(), key=secret)
+    claiming_rs256 = sign(asymmetric_header("RS256"), valid_claims(), key=secret)
+
+    assert rejection(under_rsa_kid, codec) == "algorithm not allowed"
+    assert rejection(claiming_rs256, codec) == "bad signature"
+
+
+def test_an_es256_token_is_refused_when_rs256_is_configured() -> None:
+    codec = asymmetric_codec("RS256")
+    rsa_kid = asymmetric_key("RS256").kid
+
+    under_rsa_kid = sign_with(valid_header(alg="ES256", kid=rsa_kid), valid_claims(), "ES256")
+    under_its_own_kid = sign_with(asymmetric_header("ES256"), valid_claims(), "ES256")
+    claiming_rs256 = sign_with(valid_header(alg="RS256", kid=rsa_kid), valid_claims(), "ES256")
+
+    assert rejection(under_rsa_kid, codec) == "algorithm not allowed"
+    assert rejection(under_its_own_kid, codec) == "unknown or missing key id"
+    assert rejection(claiming_rs256, codec) == "bad signature"
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        pytest.param(SECRET, id="some-secret"),
+        pytest.param(public_pem_of("EdDSA"), id="public-key-pem"),
+        pytest.param(
+            private_key("EdDSA")
+            .public_key()
+            .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw),
+            id="raw-public-key",
+        ),
+    ],
+)
+def test_an_hs256_token_is_refused_when_eddsa_is_configured_and_no_hmac_key_is_kept(
+    secret: bytes,
+) -> None:
+    codec = asymmetric_codec("EdDSA")
+
+    under_its_own_kid = sign(valid_header(kid=hmac_kid(secret)), valid_claims(), key=secret)
+    under_eddsa_kid = sign(asymmetric_header("EdDSA", alg="HS256"), valid_claims(), key=secret)
+
+    assert rejection(under_its_own_kid, codec) == "unknown or missing key id"
+    assert rejection(under_eddsa_kid, codec) == "algorithm not allowed"
+
+
+@pytest.mark.parametrize(
+    "alg", ["Ed25519", "eddsa", "ES256", "RS256"], ids=["Ed25519", "lower-case", "ES256", "RS256"]
+)
+def test_an_ed25519_key_verifies_under_its_one_alg_name_only(alg: str) -> None:
+    # RFC 9864's fully-specified "Ed25519" names the same signature, but the key is bound to
+    # the "EdDSA" it was configured with.
+    token = sign_with(asymmetric_header("EdDSA", alg=alg), valid_claims(), "EdDSA")
+
+    assert rejection(token, asymmetric_codec("EdDSA")) == "algorithm not allowed"
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [
+        b"\x00" * 64,
+        P256_ORDER.to_bytes(32, "big") * 2,
+        b"\x00" * 32 + (1).to_bytes(32, "big"),
+        b"",
+        b"\x00" * 63,
+        b"\x00" * 72,
+    ],
+    ids=["r-s-zero", "r-s-group-order", "r-zero", "empty", "63-bytes", "der-length"],
+)
+def test_an_ecdsa_signature_out_of_range_is_refused(signature: bytes) -> None:
+    # CVE-2022-21449 ("psychic signatures"): r = s = 0 verified any message in Java 15-18.
+    signing_input = f"{json_segment(asymmetric_header('ES256'))}.{json_segment(valid_claims())}"
+    token = f"{signing_input}.{b64url(signature)}"
+
+    assert rejection(token, asymmetric_codec("ES256")) == "bad signature"
+
+
+@pytest.mark.parametrize(
+    "parameter",
+    ["jwk", "jku", "x5u", "x5c"],
+)
+def test_a_key_offered_in_the_header_of_an_asymmetric_token_is_never_used(parameter: str) -> None:
+    # The attacker signs with their own key and offers it (or where to fetch it) in the header.
+    attacker_public = private_key("ES256", copy=1).public_key()
+    assert isinstance(attacker_public, ec.EllipticCurvePublicKey)
+    offered: dict[str, Any] = {
+        "jwk": jwt.algorithms.ECAlgorithm.to_jwk(attacker_public, as_dict=True),
+        "jku": "http://127.0.0.1:1/jwks.json",
+        "x5u": "http://127.0.0.1:1/cert.pem",
+        "x5c": [b64url(public_pem_of("ES256", copy=1))],
+    }
+    header = asymmetric_header("ES256", **{parameter: offered[parameter]})
+    token = sign_with(header, valid_claims(), "ES256", copy=1)
+
+    assert rejection(token, asymmetric_codec("ES256")) == "bad signature"
+
+
+@pytest.mark.parametrize("kind", ASYMMETRIC)
+def test_an_unknown_crit_header_is_refused_with_an_asymmetric_key(kind: str) -> None:
+    header = asymmetric_header(kind, crit=["urn:example:extension"], **{"urn:example:extension": 1})
+    token = sign_with(header, valid_claims(), kind)
+
+    assert rejection(token, asymmetric_codec(kind)) in {
+        "unsupported critical header",
+        "malformed token",
+    }
+
+
+@pytest.mark.parametrize("kind", ASYMMETRIC)
+def test_an_asymmetric_token_of_another_type_is_refused(kind: str) -> None:
+    token = sign_with(asymmetric_header(kind, typ="JWT"), valid_claims(), kind)
+
+    assert rejection(token, asymmetric_codec(kind)) == "wrong token type"

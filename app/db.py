@@ -100,9 +100,11 @@ def install_sqlite_transactions(sync_engine: Any) -> None:
 
 def create_engine_for(settings: Settings) -> AsyncEngine:
     url = async_url(settings.DATABASE_URL)
-    options: dict[str, Any] = {"pool_pre_ping": settings.DATABASE_POOL_PRE_PING}
+    options: dict[str, Any] = {}
     if url.get_backend_name() == "postgresql":
+        # A local SQLite file never drops a connection: pinging it would only cost a round trip.
         options |= {
+            "pool_pre_ping": settings.DATABASE_POOL_PRE_PING,
             "pool_size": settings.DATABASE_POOL_SIZE,
             "max_overflow": settings.DATABASE_MAX_OVERFLOW,
             "pool_recycle": settings.DATABASE_POOL_RECYCLE_SECONDS,

@@ -4,6 +4,7 @@ import asyncio
 import gzip
 import os
 import secrets
+import threading
 import unicodedata
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -51,6 +52,19 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+HASHING_NICENESS = 10
+
+
+def _yield_to_the_loop() -> None:
+    """Lower this hashing thread's scheduling priority (Linux: per thread), so that under a
+    login flood the event loop thread, serving every other request, still gets the CPU.
+    Hashes are not slower when the CPU is otherwise idle."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_NICENESS)
+    except (AttributeError, OSError):  # pragma: no cover - not Linux, or not permitted
+        pass
+
+
 class PasswordHasher:
     """argon2id with the configured cost, run in a small executor of its own.
 
@@ -63,7 +77,9 @@ class PasswordHasher:
         self._hash = PasswordHash(
             (Argon2Hasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism),)
         )
-        self._executor = ThreadPoolExecutor(max_workers=cpu_count(), thread_name_prefix="argon2")
+        self._executor = ThreadPoolExecutor(
+            max_workers=cpu_count(), thread_name_prefix="argon2", initializer=_yield_to_the_loop
+        )
         self._dummy_hash: str | None = None
         self.verifications = 0
 

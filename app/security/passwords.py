@@ -1,6 +1,7 @@
 """Password rules and argon2id hashing, kept off the event loop."""
 
 import asyncio
+import contextlib
 import gzip
 import os
 import secrets
@@ -59,10 +60,9 @@ def _yield_to_the_loop() -> None:
     """Lower this hashing thread's scheduling priority (Linux: per thread), so that under a
     login flood the event loop thread, serving every other request, still gets the CPU.
     Hashes are not slower when the CPU is otherwise idle."""
-    try:
+    # Not Linux, or not permitted: hash at the normal priority.
+    with contextlib.suppress(AttributeError, OSError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_NICENESS)
-    except (AttributeError, OSError):  # pragma: no cover - not Linux, or not permitted
-        pass
 
 
 class PasswordHasher:

@@ -88,6 +88,8 @@ class RedisRevokedSessions(_Loading):
     def __init__(self, url: str, ttl_seconds: int) -> None:
         super().__init__(ttl_seconds)
         self._redis = Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._waiting: list[tuple[str, asyncio.Future[bool]]] = []
+        self._lookups: set[asyncio.Task[None]] = set()
 
     async def _keep(self, session_id: uuid.UUID, until: float) -> None:
         seconds = math.ceil(until - time.time())
@@ -99,10 +101,32 @@ class RedisRevokedSessions(_Loading):
                 raise ServiceUnavailable() from None
 
     async def contains(self, session_id: uuid.UUID) -> bool:
+        """One lookup per request; the lookups of one event-loop turn share one MGET, so
+        under load a round trip serves many requests."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[bool] = loop.create_future()
+        self._waiting.append((f"{KEY_PREFIX}{session_id}", answer))
+        if len(self._waiting) == 1:
+            loop.call_soon(self._start_lookup)
+        return await answer
+
+    def _start_lookup(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._look_up())
+        self._lookups.add(task)  # the loop keeps only a weak reference
+        task.add_done_callback(self._lookups.discard)
+
+    async def _look_up(self) -> None:
+        batch, self._waiting = self._waiting, []
         try:
-            return bool(await self._redis.exists(f"{KEY_PREFIX}{session_id}"))
+            values = await self._redis.mget([key for key, _ in batch])
         except RedisError:
-            raise ServiceUnavailable() from None
+            for _, answer in batch:
+                if not answer.done():
+                    answer.set_exception(ServiceUnavailable())
+            return
+        for (_, answer), value in zip(batch, values, strict=True):
+            if not answer.done():
+                answer.set_result(value is not None)
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -4,12 +4,15 @@ Run with DATABASE_URL=postgresql+psycopg://... and RATE_LIMIT_STORAGE_URL=redis:
 without both these tests are deselected (and say so in pytest's summary).
 """
 
+import asyncio
+import uuid
 from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 from sqlalchemy.orm import Session
 
+from app.revocations import RedisRevokedSessions
 from tests.conftest import SERVE, LiveServer
 from tests.factories import DEFAULT_PASSWORD, bearer, login, make_user
 
@@ -135,3 +138,23 @@ def test_with_two_workers_revocation_throttling_and_reuse_hold_in_every_worker(
         client.post("/account/login", json=WRONG).status_code for _ in range(MAX_FAILURES + 3)
     ]
     assert statuses == [400] * MAX_FAILURES + [429] * 3
+
+
+def test_concurrent_revocation_checks_sharing_one_redis_round_trip_get_their_own_answers(
+    storage_url: str,
+) -> None:
+    async def scenario() -> tuple[list[bool], list[bool]]:
+        revoked = RedisRevokedSessions(storage_url, ttl_seconds=60)
+        try:
+            ended = [uuid.uuid4() for _ in range(20)]
+            live = [uuid.uuid4() for _ in range(20)]
+            await revoked.add(ended)
+            answers = await asyncio.gather(*(revoked.contains(sid) for sid in ended + live))
+            return list(answers[:20]), list(answers[20:])
+        finally:
+            await revoked.close()
+
+    ended_answers, live_answers = asyncio.run(scenario())
+
+    assert ended_answers == [True] * 20
+    assert live_answers == [False] * 20

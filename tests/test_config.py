@@ -160,11 +160,11 @@ def test_a_given_secret_writes_no_key_file(clean_environment: Path, tmp_path: Pa
     assert not (tmp_path / SECRET_KEY_FILE).exists()
 
 
-def test_uvicorn_with_a_short_secret_exits_with_one_line_naming_the_variable() -> None:
-    env = {**os.environ, "TOKEN_SECRET_KEY": "short"}
+def run_uvicorn(settings: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`uvicorn app.main:app` with these settings, expected to stop at start-up."""
+    env = {**os.environ, **settings}
     env.pop("ENVIRONMENT", None)
-
-    result = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(free_port())],
         cwd=ROOT,
         env=env,
@@ -173,6 +173,10 @@ def test_uvicorn_with_a_short_secret_exits_with_one_line_naming_the_variable() -
         timeout=30,
         check=False,
     )
+
+
+def test_uvicorn_with_a_short_secret_exits_with_one_line_naming_the_variable() -> None:
+    result = run_uvicorn({"TOKEN_SECRET_KEY": "short"})
 
     assert result.returncode != 0
     lines = result.stderr.splitlines()
@@ -452,18 +456,7 @@ def test_uvicorn_with_a_wrong_type_key_file_exits_with_one_line_naming_the_varia
     tmp_path: Path,
 ) -> None:
     key_file = private_key_file(tmp_path, "EdDSA")
-    env = {**os.environ, "TOKEN_ALGORITHM": "RS256", "TOKEN_PRIVATE_KEY_FILE": str(key_file)}
-    env.pop("ENVIRONMENT", None)
-
-    result = subprocess.run(
-        [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(free_port())],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = run_uvicorn({"TOKEN_ALGORITHM": "RS256", "TOKEN_PRIVATE_KEY_FILE": str(key_file)})
 
     assert result.returncode != 0
     lines = result.stderr.splitlines()

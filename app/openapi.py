@@ -21,8 +21,9 @@ DESCRIPTIONS = {
 }
 WWW_AUTHENTICATE = {
     "WWW-Authenticate": {
-        "description": 'RFC 6750 challenge: Bearer realm="<issuer>", and for a rejected '
-        'token error="invalid_token" with an error_description',
+        # Markdown: the code spans keep <issuer> from being read as an HTML tag.
+        "description": 'RFC 6750 challenge: `Bearer realm="<issuer>"`, and for a rejected '
+        'token `error="invalid_token", error_description="..."`',
         "schema": {"type": "string"},
     }
 }

@@ -86,10 +86,27 @@ class RegisterRequest(BaseModel):
 class RefreshRequest(BaseModel):
     refresh_token: Text
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"refresh_token": "raO8mzPm2Dpnua5n2H3fOUJe3cIqg0NpJLk-sydifTE"}]
+        }
+    )
+
 
 class PasswordChangeRequest(BaseModel):
     current_password: Text
     new_password: Text
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "current_password": "the demo password",
+                    "new_password": "a new and much longer passphrase",
+                }
+            ]
+        }
+    )
 
 
 class TokenPair(BaseModel):

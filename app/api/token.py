@@ -64,9 +64,11 @@ async def token(
     client: ThrottledClient,
     response: Response,
     grant_type: Annotated[str | None, Form(examples=["password"])] = None,
-    username: Annotated[Text | None, Form(description="the account's email")] = None,
-    password: Annotated[Text | None, Form()] = None,
-    refresh_token: Annotated[Text | None, Form()] = None,
+    username: Annotated[
+        Text | None, Form(description="the account's email", examples=["demo@example.com"])
+    ] = None,
+    password: Annotated[Text | None, Form(examples=["the demo password"])] = None,
+    refresh_token: Annotated[Text | None, Form(description="with grant_type=refresh_token")] = None,
 ) -> TokenPair:
     """OAuth 2.0 token endpoint: grant_type=password or grant_type=refresh_token."""
     now = runtime.now()

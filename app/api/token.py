@@ -17,7 +17,7 @@ from app.errors import (
     UnsupportedGrantType,
     oauth_response,
 )
-from app.openapi import problems
+from app.openapi import SESSION_COOKIES, problems
 from app.schemas import OAuthErrorBody, Text, TokenPair, canonical_email
 from app.services import accounts, sessions
 
@@ -57,7 +57,12 @@ OAUTH_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post("/token", response_model=TokenPair, responses=OAUTH_ERRORS)
+@router.post(
+    "/token",
+    response_model=TokenPair,
+    response_model_exclude_none=True,
+    responses=SESSION_COOKIES | OAUTH_ERRORS,
+)
 async def token(
     db: DbSession,
     runtime: RuntimeDep,
@@ -98,7 +103,7 @@ async def token(
         raise InvalidTokenRequest("grant_type is required")
     else:
         raise UnsupportedGrantType()
-    return token_pair(grant, response)
+    return token_pair(grant, response, runtime.settings)
 
 
 def _as_email(username: str) -> str:

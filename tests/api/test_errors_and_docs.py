@@ -263,6 +263,16 @@ def test_every_protected_operation_documents_its_401_and_the_www_authenticate_he
     assert protected == 6
 
 
+@pytest.mark.parametrize("path", ["/account/refresh", "/account/logout"])
+def test_the_operations_that_read_the_refresh_cookie_document_the_csrf_403(
+    openapi: dict[str, Any], path: str
+) -> None:
+    response = openapi["paths"][path]["post"]["responses"]["403"]
+
+    assert list(response["content"]) == [PROBLEM_JSON]
+    assert "X-CSRF-Token" in response["description"]
+
+
 def test_the_docs_page_does_not_persist_the_authorization(client: TestClient) -> None:
     html = client.get("/docs").text
 

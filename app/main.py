@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from app.api import account, meta, protected, token
+from app.api import account, demo, meta, protected, token
 from app.config import Settings, load_settings
 from app.errors import ERRORS_BY_STATUS, AppError, ValidationFailed, problem_response
 from app.middleware import BodyLimit
@@ -110,7 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_exception_handler(kind, _error_response)
     app.add_middleware(BodyLimit)
 
-    for module in (account, token, protected, meta):
+    for module in (account, token, protected, meta, demo):
         app.include_router(module.router)
     _serve_docs(app)
     install_openapi(app)

@@ -82,6 +82,9 @@ class Settings(DatabaseSettings):
     TOKEN_REFRESH_TTL_SECONDS: int = Field(default=604800, ge=1)
     TOKEN_SESSION_MAX_SECONDS: int = Field(default=2592000, ge=1)
     TOKEN_LEEWAY_SECONDS: int = Field(default=0, ge=0)
+    # Browser apps: the refresh token also travels in an HttpOnly cookie, never in a body.
+    TOKEN_COOKIE_MODE: bool = False
+    TOKEN_COOKIE_SECURE: bool = True
 
     REGISTRATION_ENABLED: bool = True
     PASSWORD_MIN_LENGTH: int = Field(default=15, ge=1, le=256)

@@ -3,20 +3,24 @@
 import logging
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
+from fastapi import Body, Depends, Request, Security
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
+from app.cookies import csrf_header_matches, refresh_cookie
 from app.db import get_db
 from app.errors import (
     AuthenticationRequired,
+    CsrfFailed,
     InvalidAuthorizationRequest,
     InvalidToken,
     ServiceUnavailable,
+    ValidationFailed,
 )
 from app.models import User
 from app.runtime import Runtime
+from app.schemas import RefreshRequest
 from app.security import access_tokens
 from app.security.access_tokens import TokenRejected
 from app.services.sessions import Client
@@ -60,6 +64,35 @@ async def get_throttled_client(client: ClientInfo, runtime: RuntimeDep) -> Clien
 
 
 ThrottledClient = Annotated[Client, Depends(get_throttled_client)]
+
+
+async def get_presented_refresh_token(
+    request: Request,
+    runtime: RuntimeDep,
+    body: Annotated[RefreshRequest | None, Body()] = None,
+) -> str | None:
+    """Which refresh token the client presents: the body's, or in cookie mode the cookie's.
+
+    None only in cookie mode, when neither body nor cookie holds one.
+    """
+    if body is not None and body.refresh_token is not None:
+        # No ambient credential: a token a script put in the body needs no CSRF check.
+        return body.refresh_token
+    if not runtime.settings.TOKEN_COOKIE_MODE:
+        # The body and its field are required, exactly as the schema said before cookie mode.
+        loc = ["body"] if body is None else ["body", "refresh_token"]
+        raise ValidationFailed([{"loc": loc, "msg": "Field required"}])
+    token = refresh_cookie(request)
+    if token is None:
+        return None
+    # The browser attaches the cookie to any request: only our pages can repeat the CSRF
+    # cookie in a header. Refused before the token is looked at, so it stays unspent.
+    if not csrf_header_matches(request):
+        raise CsrfFailed()
+    return token
+
+
+PresentedRefreshToken = Annotated[str | None, Depends(get_presented_refresh_token)]
 
 
 def _bearer_token(request: Request) -> str:

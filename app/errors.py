@@ -113,6 +113,15 @@ class WrongPassword(AppError):
     default_detail = "the current password is wrong"
 
 
+class CsrfFailed(AppError):
+    """Cookie mode: a refresh token taken from the cookie needs the double-submit CSRF header."""
+
+    status = 403
+    slug = "csrf-failed"
+    title = "CSRF check failed"
+    default_detail = "the X-CSRF-Token header must equal the csrf_token cookie"
+
+
 class NotFound(AppError):
     status = 404
     slug = "not-found"

@@ -3,6 +3,7 @@
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.resources import files
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -13,9 +14,8 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
-from swagger_ui_bundle import swagger_ui_path
 
-from app.api import account, meta, protected, token
+from app.api import account, demo, meta, protected, token
 from app.config import Settings, load_settings
 from app.errors import ERRORS_BY_STATUS, AppError, ValidationFailed, problem_response
 from app.middleware import BodyLimit
@@ -25,6 +25,8 @@ from app.runtime import Runtime
 log = logging.getLogger("app")
 
 SWAGGER_STATIC = "/docs/static"
+# Swagger UI 5 (the first to read OpenAPI 3.1, which FastAPI writes), shipped in a wheel.
+SWAGGER_ASSETS = files("fastapi_offline") / "static"
 
 
 def _realm(request: Request) -> str:
@@ -109,7 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit)
 
     # The protected route first: routes are matched in order, and it is the hot one.
-    for module in (protected, account, token, meta):
+    for module in (protected, account, token, meta, demo):
         app.include_router(module.router)
     _serve_docs(app)
     install_openapi(app)
@@ -117,8 +119,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _serve_docs(app: FastAPI) -> None:
-    """Swagger UI from the swagger-ui-bundle package: /docs works offline."""
-    app.mount(SWAGGER_STATIC, StaticFiles(directory=str(swagger_ui_path)), name="swagger-ui")
+    """Swagger UI from the fastapi-offline package's assets: /docs works offline."""
+    app.mount(SWAGGER_STATIC, StaticFiles(directory=str(SWAGGER_ASSETS)), name="swagger-ui")
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
@@ -129,7 +131,7 @@ def _serve_docs(app: FastAPI) -> None:
             oauth2_redirect_url="/docs/oauth2-redirect",
             swagger_js_url=f"{SWAGGER_STATIC}/swagger-ui-bundle.js",
             swagger_css_url=f"{SWAGGER_STATIC}/swagger-ui.css",
-            swagger_favicon_url=f"{SWAGGER_STATIC}/favicon-32x32.png",
+            swagger_favicon_url=f"{SWAGGER_STATIC}/favicon.png",
             swagger_ui_parameters=params,
         )
 

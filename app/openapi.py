@@ -11,7 +11,7 @@ from app.schemas import Problem, ValidationProblem
 DESCRIPTIONS = {
     400: "Bad request",
     401: "Missing, invalid or expired bearer token",
-    403: "Forbidden",
+    403: "Cookie mode: the X-CSRF-Token header is missing or differs from the csrf_token cookie",
     404: "Not found",
     409: "Conflict",
     413: "Request body over 64 KiB",
@@ -21,9 +21,25 @@ DESCRIPTIONS = {
 }
 WWW_AUTHENTICATE = {
     "WWW-Authenticate": {
-        "description": 'RFC 6750 challenge: Bearer realm="<issuer>", and for a rejected '
-        'token error="invalid_token" with an error_description',
+        # Markdown: the code spans keep <issuer> from being read as an HTML tag.
+        "description": 'RFC 6750 challenge: `Bearer realm="<issuer>"`, and for a rejected '
+        'token `error="invalid_token", error_description="..."`',
         "schema": {"type": "string"},
+    }
+}
+
+# Success responses of the routes that issue tokens.
+SESSION_COOKIES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "A token pair",
+        "headers": {
+            "Set-Cookie": {
+                "description": "TOKEN_COOKIE_MODE only: `refresh_token` (HttpOnly, Secure, "
+                "SameSite=Strict, Path=/account) and `csrf_token` (readable by scripts, Path=/); "
+                "the body then leaves refresh_token out",
+                "schema": {"type": "string"},
+            }
+        },
     }
 }
 

@@ -6,7 +6,16 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from app.models import EMAIL_MAX_LENGTH, NAME_MAX_LENGTH
 
@@ -84,12 +93,44 @@ class RegisterRequest(BaseModel):
 
 
 class RefreshRequest(BaseModel):
-    refresh_token: Text
+    # Optional for cookie mode, where the browser sends the token as a cookie; without cookie
+    # mode the route still requires it. Absent is allowed, null is not (a wrong type).
+    refresh_token: Annotated[
+        Text | None,
+        WithJsonSchema(
+            {"type": "string", "description": "required unless TOKEN_COOKIE_MODE is on"}
+        ),
+    ] = None
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"refresh_token": "raO8mzPm2Dpnua5n2H3fOUJe3cIqg0NpJLk-sydifTE"}]
+        }
+    )
+
+    @field_validator("refresh_token", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        # Runs only on a submitted value, never on the default.
+        if value is None:
+            raise PydanticCustomError("string_type", "Input should be a valid string")
+        return value
 
 
 class PasswordChangeRequest(BaseModel):
     current_password: Text
     new_password: Text
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "current_password": "the demo password",
+                    "new_password": "a new and much longer passphrase",
+                }
+            ]
+        }
+    )
 
 
 class TokenPair(BaseModel):

@@ -45,6 +45,14 @@ FAST_HASHING = {
 }
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--readme-images",
+        action="store_true",
+        help="let the browser tests also write the README's screenshots to docs/images/",
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Multi-instance tests need PostgreSQL and Redis: without both they are deselected,
     visibly, and with both configured a missing service fails them."""

@@ -5,13 +5,21 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
 
-from app.deps import AccessClaims, CurrentUser, DbSession, RuntimeDep, ThrottledClient
-from app.errors import NotFound
-from app.openapi import problems
+from app.config import Settings
+from app.cookies import clear_session_cookies, set_session_cookies
+from app.deps import (
+    AccessClaims,
+    CurrentUser,
+    DbSession,
+    PresentedRefreshToken,
+    RuntimeDep,
+    ThrottledClient,
+)
+from app.errors import InvalidToken, NotFound
+from app.openapi import SESSION_COOKIES, problems
 from app.schemas import (
     LoginRequest,
     PasswordChangeRequest,
-    RefreshRequest,
     RegisterRequest,
     SessionInfo,
     TokenPair,
@@ -22,19 +30,33 @@ from app.services import accounts, sessions
 router = APIRouter(prefix="/account", tags=["account"])
 
 
-def token_pair(grant: sessions.Grant, response: Response) -> TokenPair:
+def token_pair(grant: sessions.Grant, response: Response, settings: Settings) -> TokenPair:
+    """The response body of every grant; in cookie mode the refresh token goes in a cookie
+    instead, where no script can read it. Routes returning it set response_model_exclude_none."""
     # RFC 6749 §5.1: responses that carry tokens are never cached.
     response.headers["Cache-Control"] = "no-store"
     response.headers["Pragma"] = "no-cache"
+    if settings.TOKEN_COOKIE_MODE:
+        set_session_cookies(
+            response,
+            refresh_token=grant.refresh_token,
+            max_age=grant.refresh_expires_in,
+            secure=settings.TOKEN_COOKIE_SECURE,
+        )
     return TokenPair(
         access_token=grant.access_token,
         expires_in=grant.expires_in,
-        refresh_token=grant.refresh_token,
+        refresh_token=None if settings.TOKEN_COOKIE_MODE else grant.refresh_token,
         refresh_expires_in=grant.refresh_expires_in,
     )
 
 
-@router.post("/login", response_model=TokenPair, responses=problems(400, 413, 422, 429))
+@router.post(
+    "/login",
+    response_model=TokenPair,
+    response_model_exclude_none=True,
+    responses=SESSION_COOKIES | problems(400, 413, 422, 429),
+)
 async def login(
     body: LoginRequest,
     db: DbSession,
@@ -53,35 +75,61 @@ async def login(
     grant = await sessions.start(
         db, issuer=runtime.issuer, user=user, client=client, now=runtime.now()
     )
-    return token_pair(grant, response)
+    return token_pair(grant, response, runtime.settings)
 
 
-@router.post("/refresh", response_model=TokenPair, responses=problems(401, 413, 422, 429))
+@router.post(
+    "/refresh",
+    response_model=TokenPair,
+    response_model_exclude_none=True,
+    responses=SESSION_COOKIES | problems(401, 403, 413, 422, 429),
+)
 async def refresh(
-    body: RefreshRequest,
+    refresh_token: PresentedRefreshToken,
     db: DbSession,
     runtime: RuntimeDep,
     client: ThrottledClient,
     response: Response,
 ) -> TokenPair:
-    """Spend a refresh token for a new pair; a spent token revokes its whole session."""
+    """Spend a refresh token for a new pair; a spent token revokes its whole session.
+
+    Cookie mode: with no token in the body, the `refresh_token` cookie is spent, and the
+    `X-CSRF-Token` header must equal the `csrf_token` cookie (403 otherwise).
+    """
+    if refresh_token is None:
+        raise InvalidToken("no refresh token in the body or the cookie")
     grant = await sessions.rotate(
         db,
         issuer=runtime.issuer,
-        refresh_token=body.refresh_token,
+        refresh_token=refresh_token,
         client=client,
         revoked=runtime.revoked,
         now=runtime.now(),
     )
-    return token_pair(grant, response)
+    return token_pair(grant, response, runtime.settings)
 
 
-@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=problems(413, 422))
-async def logout(body: RefreshRequest, db: DbSession, runtime: RuntimeDep) -> None:
-    """End the session of this refresh token (RFC 7009: an unknown token answers 204 too)."""
-    await sessions.end(
-        db, refresh_token=body.refresh_token, revoked=runtime.revoked, now=runtime.now()
-    )
+@router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problems(403, 413, 422),
+)
+async def logout(
+    refresh_token: PresentedRefreshToken, db: DbSession, runtime: RuntimeDep, response: Response
+) -> None:
+    """End the session of this refresh token (RFC 7009: an unknown token answers 204 too).
+
+    Cookie mode: the `refresh_token` cookie serves when the body has none (with the
+    `X-CSRF-Token` header, as for refresh), and both cookies are cleared.
+    """
+    if refresh_token is None:
+        # Cookie mode with neither body nor cookie: nothing to end, and nothing to clear. A
+        # form posted from another site arrives so (SameSite=Strict withholds the cookies),
+        # and clearing them would log the browser out from that site.
+        return
+    await sessions.end(db, refresh_token=refresh_token, revoked=runtime.revoked, now=runtime.now())
+    if runtime.settings.TOKEN_COOKIE_MODE:
+        clear_session_cookies(response, secure=runtime.settings.TOKEN_COOKIE_SECURE)
 
 
 @router.post("/logout-all", status_code=status.HTTP_204_NO_CONTENT, responses=problems(401))

@@ -17,7 +17,7 @@ from app.errors import (
     UnsupportedGrantType,
     oauth_response,
 )
-from app.openapi import problems
+from app.openapi import SESSION_COOKIES, problems
 from app.schemas import OAuthErrorBody, Text, TokenPair, canonical_email
 from app.services import accounts, sessions
 
@@ -57,16 +57,23 @@ OAUTH_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post("/token", response_model=TokenPair, responses=OAUTH_ERRORS)
+@router.post(
+    "/token",
+    response_model=TokenPair,
+    response_model_exclude_none=True,
+    responses=SESSION_COOKIES | OAUTH_ERRORS,
+)
 async def token(
     db: DbSession,
     runtime: RuntimeDep,
     client: ThrottledClient,
     response: Response,
     grant_type: Annotated[str | None, Form(examples=["password"])] = None,
-    username: Annotated[Text | None, Form(description="the account's email")] = None,
-    password: Annotated[Text | None, Form()] = None,
-    refresh_token: Annotated[Text | None, Form()] = None,
+    username: Annotated[
+        Text | None, Form(description="the account's email", examples=["demo@example.com"])
+    ] = None,
+    password: Annotated[Text | None, Form(examples=["the demo password"])] = None,
+    refresh_token: Annotated[Text | None, Form(description="with grant_type=refresh_token")] = None,
 ) -> TokenPair:
     """OAuth 2.0 token endpoint: grant_type=password or grant_type=refresh_token."""
     now = runtime.now()
@@ -96,7 +103,7 @@ async def token(
         raise InvalidTokenRequest("grant_type is required")
     else:
         raise UnsupportedGrantType()
-    return token_pair(grant, response)
+    return token_pair(grant, response, runtime.settings)
 
 
 def _as_email(username: str) -> str:

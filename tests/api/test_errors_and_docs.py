@@ -219,3 +219,62 @@ def test_the_docs_page_loads_its_scripts_and_styles_from_docs_static(client: Tes
         response = client.get(asset)
         assert response.status_code == 200, asset
         assert response.content, asset
+
+
+def _resolve(openapi: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """A request body's schema, following a $ref (also inside an optional body's anyOf)."""
+    for candidate in [schema, *schema.get("anyOf", [])]:
+        ref = candidate.get("$ref")
+        if ref is not None:
+            resolved: dict[str, Any] = openapi["components"]["schemas"][ref.rsplit("/", 1)[-1]]
+            return resolved
+    return schema
+
+
+def test_every_operation_with_a_body_shows_a_request_example(openapi: dict[str, Any]) -> None:
+    missing = []
+    for path, item in openapi["paths"].items():
+        for method, operation in item.items():
+            if method not in HTTP_METHODS or "requestBody" not in operation:
+                continue
+            for media_type, content in operation["requestBody"]["content"].items():
+                schema = _resolve(openapi, content["schema"])
+                properties = schema.get("properties", {}).values()
+                shown = "examples" in schema or any("examples" in p for p in properties)
+                if not shown:
+                    missing.append(f"{method.upper()} {path} {media_type}")
+
+    assert missing == []
+
+
+def test_every_protected_operation_documents_its_401_and_the_www_authenticate_header(
+    openapi: dict[str, Any],
+) -> None:
+    protected = 0
+    for path, item in openapi["paths"].items():
+        for method, operation in item.items():
+            if method not in HTTP_METHODS or not operation.get("security"):
+                continue
+            protected += 1
+            response = operation["responses"].get("401")
+            assert response is not None, f"{method.upper()} {path}"
+            assert "WWW-Authenticate" in response["headers"], f"{method.upper()} {path}"
+
+    assert protected == 6
+
+
+@pytest.mark.parametrize("path", ["/account/refresh", "/account/logout"])
+def test_the_operations_that_read_the_refresh_cookie_document_the_csrf_403(
+    openapi: dict[str, Any], path: str
+) -> None:
+    response = openapi["paths"][path]["post"]["responses"]["403"]
+
+    assert list(response["content"]) == [PROBLEM_JSON]
+    assert "X-CSRF-Token" in response["description"]
+
+
+def test_the_docs_page_does_not_persist_the_authorization(client: TestClient) -> None:
+    html = client.get("/docs").text
+
+    assert re.search(r'"persistAuthorization":\s*false', html)
+    assert "localStorage" not in html

@@ -101,6 +101,11 @@ def install_sqlite_transactions(sync_engine: Any) -> None:
 def create_engine_for(settings: Settings) -> AsyncEngine:
     url = async_url(settings.DATABASE_URL)
     options: dict[str, Any] = {}
+    if url.get_backend_name() == "sqlite":
+        # SQLite runs one writer at a time (BEGIN IMMEDIATE for every transaction), so
+        # one connection loses nothing, and requests queue on the pool, handed over at
+        # once, instead of in SQLite's busy handler, which polls with growing sleeps.
+        options |= {"pool_size": 1, "max_overflow": 0}
     if url.get_backend_name() == "postgresql":
         # A local SQLite file never drops a connection: pinging it would only cost a round trip.
         options |= {

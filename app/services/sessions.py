@@ -215,15 +215,33 @@ async def _refuse(
     raise InvalidToken("refresh token expired")
 
 
+async def _revoke(db: AsyncSession, which: ColumnElement[bool], now: datetime) -> set[uuid.UUID]:
+    """Revoke every unrevoked token matching `which`; the sessions they belonged to.
+
+    Repeated until a pass finds nothing: under READ COMMITTED (PostgreSQL) an UPDATE
+    that waited for a concurrent rotation's row lock does not see the child that
+    rotation inserted, which would stay live; the next statement does see it. A
+    rotation that starts later waits for our locks and then finds its token revoked.
+    """
+    sessions: set[uuid.UUID] = set()
+    while True:
+        ended = await db.execute(
+            update(RefreshToken)
+            .where(which, RefreshToken.revoked_at.is_(None))
+            .values(revoked_at=now)
+            .returning(RefreshToken.session_id)
+            .execution_options(synchronize_session=False)
+        )
+        found = set(ended.scalars())
+        if not found:
+            return sessions
+        sessions |= found
+
+
 async def _revoke_family(
     db: AsyncSession, session_id: uuid.UUID, *, revoked: RevokedSessions, now: datetime
 ) -> None:
-    await db.execute(
-        update(RefreshToken)
-        .where(RefreshToken.session_id == session_id, RefreshToken.revoked_at.is_(None))
-        .values(revoked_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    await _revoke(db, RefreshToken.session_id == session_id, now)
     # Added before the commit: if the commit fails the session is refused
     # early, which fails closed.
     await revoked.add([session_id])
@@ -257,14 +275,7 @@ async def end_all(
     db: AsyncSession, *, user_id: int, revoked: RevokedSessions, now: datetime
 ) -> None:
     """End every session of a user (logout-all, password change)."""
-    ended = await db.execute(
-        update(RefreshToken)
-        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
-        .values(revoked_at=now)
-        .returning(RefreshToken.session_id)
-        .execution_options(synchronize_session=False)
-    )
-    await revoked.add(set(ended.scalars()))
+    await revoked.add(await _revoke(db, RefreshToken.user_id == user_id, now))
 
 
 async def end_one(

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from app.audit import Audit
 from app.config import Settings
 from app.db import create_engine_for, create_sessionmaker
 from app.models import RefreshToken
@@ -26,6 +27,7 @@ from tests.factories import login, make_user
 
 # Long enough for the revocation to reach its lock wait before the rotation commits.
 HOLD_SECONDS = 0.3
+AUDIT = Audit(request_id=None, ip=None, user_agent=None)
 
 Revoker = Callable[[AsyncSession, str, int, MemoryRevokedSessions], Awaitable[None]]
 
@@ -33,7 +35,7 @@ Revoker = Callable[[AsyncSession, str, int, MemoryRevokedSessions], Awaitable[No
 async def logout(
     db: AsyncSession, token: str, user_id: int, revoked: MemoryRevokedSessions
 ) -> None:
-    await sessions.end(db, refresh_token=token, revoked=revoked, now=_now())
+    await sessions.end(db, refresh_token=token, revoked=revoked, now=_now(), audit=AUDIT)
 
 
 async def logout_all(
@@ -48,7 +50,9 @@ async def delete_session(
     [session_id] = await db.scalars(
         select(RefreshToken.session_id).where(RefreshToken.user_id == user_id).limit(1)
     )
-    await sessions.end_one(db, user_id=user_id, session_id=session_id, revoked=revoked, now=_now())
+    await sessions.end_one(
+        db, user_id=user_id, session_id=session_id, revoked=revoked, now=_now(), audit=AUDIT
+    )
 
 
 def _now() -> datetime:
@@ -89,6 +93,7 @@ def test_a_session_ended_during_a_rotation_also_ends_the_rotated_child(
                         client=sessions.Client.of("127.0.0.1", "racer"),
                         revoked=revoked,
                         now=_now(),
+                        audit=AUDIT,
                     )
                     rotation_spent.set()
                     await asyncio.sleep(HOLD_SECONDS)

@@ -1,5 +1,6 @@
 """FastAPI dependencies, each answering one question about the request."""
 
+import dataclasses
 import logging
 from typing import Annotated
 
@@ -7,6 +8,7 @@ from fastapi import Body, Depends, Request, Security
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit import Audit, Event
 from app.config import Settings
 from app.cookies import csrf_header_matches, refresh_cookie
 from app.db import get_db
@@ -16,6 +18,7 @@ from app.errors import (
     InvalidAuthorizationRequest,
     InvalidToken,
     ServiceUnavailable,
+    Throttled,
     ValidationFailed,
 )
 from app.models import User
@@ -46,7 +49,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 DbSession = Annotated[AsyncSession, Depends(get_db, scope="function")]
 
 
-async def get_client(request: Request) -> Client:
+def _client(request: Request) -> Client:
     # request.client is the socket peer, or the X-Forwarded-For client when
     # uvicorn trusts the proxy (TRUSTED_PROXIES).
     return Client.of(
@@ -54,12 +57,38 @@ async def get_client(request: Request) -> Client:
     )
 
 
+def _audit(request: Request, client: Client) -> Audit:
+    return Audit(
+        # Set by the SecurityHeaders middleware, which also answers it as X-Request-ID.
+        request_id=request.scope.get("state", {}).get("request_id"),
+        ip=client.ip,
+        user_agent=client.user_agent,
+        path=request.scope["path"],
+    )
+
+
+async def get_client(request: Request) -> Client:
+    return _client(request)
+
+
 ClientInfo = Annotated[Client, Depends(get_client)]
 
 
-async def get_throttled_client(client: ClientInfo, runtime: RuntimeDep) -> Client:
+async def get_audit(request: Request, client: ClientInfo) -> Audit:
+    """Where the audit events of this request come from."""
+    return _audit(request, client)
+
+
+AuditDep = Annotated[Audit, Depends(get_audit)]
+
+
+async def get_throttled_client(client: ClientInfo, runtime: RuntimeDep, audit: AuditDep) -> Client:
     """The client, counted against IP_RATE_LIMIT (endpoints that take credentials)."""
-    await runtime.throttle.client(client.ip)
+    try:
+        await runtime.throttle.client(client.ip)
+    except Throttled:
+        audit.record(Event.RATE_LIMITED, limit="ip")
+        raise
     return client
 
 
@@ -136,7 +165,11 @@ class BearerAuth(OAuth2PasswordBearer):
         try:
             claims = runtime.access_tokens.decode(_bearer_token(request))
         except TokenRejected as exc:
+            _rejected(request, exc.reason)
             raise InvalidToken(exc.reason) from None
+        except (InvalidToken, InvalidAuthorizationRequest) as exc:
+            _rejected(request, exc.detail)
+            raise
         try:
             if not runtime.revoked.loaded:
                 await runtime.load_revoked_sessions()
@@ -148,8 +181,21 @@ class BearerAuth(OAuth2PasswordBearer):
             log.exception("cannot read the revoked-session set")
             raise ServiceUnavailable() from None
         if ended:
+            _rejected(request, "session ended", claims)
             raise InvalidToken("session ended")
         return claims
+
+
+def _rejected(
+    request: Request, reason: str, claims: access_tokens.AccessClaims | None = None
+) -> None:
+    # ASVS 5.0 16.3.2: a failed authorization is logged, with the reason, never the token.
+    _audit(request, _client(request)).record(
+        Event.ACCESS_TOKEN_REJECTED,
+        user_id=claims.user_id if claims else None,
+        session_id=claims.session_id if claims else None,
+        reason=reason,
+    )
 
 
 bearer = BearerAuth(
@@ -159,6 +205,14 @@ bearer = BearerAuth(
 )
 
 AccessClaims = Annotated[access_tokens.AccessClaims, Security(bearer)]
+
+
+async def get_caller_audit(audit: AuditDep, claims: AccessClaims) -> Audit:
+    """The audit of a bearer-authenticated request: events name the caller and its session."""
+    return dataclasses.replace(audit, user_id=claims.user_id, session_id=claims.session_id)
+
+
+CallerAudit = Annotated[Audit, Depends(get_caller_audit)]
 
 
 async def get_current_user(claims: AccessClaims, db: DbSession) -> User:

@@ -90,5 +90,6 @@ class Runtime:
 
     async def close(self) -> None:
         self.hasher.shutdown()
+        await self.throttle.close()
         await self.revoked.close()
         await self.engine.dispose()

@@ -7,24 +7,28 @@ import limits
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
+from redis.asyncio import ConnectionPool
 
 from app.errors import ServiceUnavailable, Throttled
 
 KEY_PREFIX = "jwt-auth-api"
 
 
-def limits_storage(url: str) -> Storage:
-    """memory:// (one process) or redis:// and rediss:// (shared), through redis-py."""
+def limits_storage(url: str) -> tuple[Storage, ConnectionPool | None]:
+    """memory:// (one process) or redis:// and rediss:// (shared), through redis-py; with
+    Redis, the connection pool too, ours to close at shutdown."""
     if url == "memory://":
-        return MemoryStorage()
-    return RedisStorage(
+        return MemoryStorage(), None
+    pool = ConnectionPool.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    storage = RedisStorage(
         f"async+{url}",
         implementation="redispy",
         key_prefix=KEY_PREFIX,
         wrap_exceptions=True,
-        socket_timeout=2,
-        socket_connect_timeout=2,
+        # limits documents connection_pool but types its options as scalars.
+        connection_pool=pool,  # type: ignore[arg-type]
     )
+    return storage, pool
 
 
 class Throttle:
@@ -38,7 +42,7 @@ class Throttle:
     def __init__(
         self, *, storage_url: str, max_failures: int, window_seconds: int, ip_limit: str
     ) -> None:
-        self._storage = limits_storage(storage_url)
+        self._storage, self._pool = limits_storage(storage_url)
         self._limiter = SlidingWindowCounterRateLimiter(self._storage)
         self._login = limits.RateLimitItemPerSecond(
             max_failures, window_seconds, namespace="login-failures"
@@ -64,6 +68,10 @@ class Throttle:
     async def login_attempt(self, email: str) -> None:
         """Count an attempt on this account before any password is verified; 429 when over."""
         await self._hit(self._login, email)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.aclose()
 
     async def login_succeeded(self, email: str) -> None:
         try:

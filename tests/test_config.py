@@ -232,6 +232,48 @@ def test_supported_throttle_settings_are_accepted(
     assert settings.DATABASE_URL.endswith("app.db")
 
 
+def test_cors_origins_are_comma_separated_and_empty_by_default(
+    clean_environment: Path, tmp_path: Path
+) -> None:
+    common = {
+        "TOKEN_SECRET_KEY": secrets.token_urlsafe(48),
+        "DATABASE_URL": sqlite_url(tmp_path / "app.db"),
+    }
+
+    assert load_settings(**common).CORS_ORIGINS == []
+    assert load_settings(**common, CORS_ORIGINS="").CORS_ORIGINS == []
+    assert load_settings(
+        **common, CORS_ORIGINS="https://app.example.com, http://localhost:5173"
+    ).CORS_ORIGINS == ["https://app.example.com", "http://localhost:5173"]
+
+
+@pytest.mark.parametrize(
+    "origins",
+    [
+        # ASVS 5.0 3.4.2: credentials are allowed, so every origin is named.
+        pytest.param("*", id="wildcard"),
+        pytest.param("https://app.example.com,*", id="wildcard-among-origins"),
+        pytest.param("https://*.example.com", id="wildcard-subdomain"),
+        pytest.param("https://app.example.com/", id="trailing-slash"),
+        pytest.param("https://app.example.com/app", id="path"),
+        pytest.param("app.example.com", id="no-scheme"),
+        pytest.param("ftp://app.example.com", id="other-scheme"),
+        pytest.param("https://user@app.example.com", id="userinfo"),
+    ],
+)
+def test_a_cors_origin_that_is_not_an_explicit_origin_stops_start_up(
+    clean_environment: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], origins: str
+) -> None:
+    message = configuration_error(
+        capsys,
+        CORS_ORIGINS=origins,
+        TOKEN_SECRET_KEY=secrets.token_urlsafe(48),
+        DATABASE_URL=sqlite_url(tmp_path / "app.db"),
+    )
+
+    assert message.startswith("CORS_ORIGINS ")
+
+
 # Asymmetric algorithms and key files
 
 

@@ -5,10 +5,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
 
+from app.audit import Event
 from app.config import Settings
 from app.cookies import clear_session_cookies, set_session_cookies
 from app.deps import (
     AccessClaims,
+    AuditDep,
+    CallerAudit,
     CurrentUser,
     DbSession,
     PresentedRefreshToken,
@@ -62,6 +65,7 @@ async def login(
     db: DbSession,
     runtime: RuntimeDep,
     client: ThrottledClient,
+    audit: AuditDep,
     response: Response,
 ) -> TokenPair:
     """Exchange email and password for an access token and a refresh token."""
@@ -71,9 +75,10 @@ async def login(
         throttle=runtime.throttle,
         email=body.email,
         password=body.password,
+        audit=audit,
     )
     grant = await sessions.start(
-        db, issuer=runtime.issuer, user=user, client=client, now=runtime.now()
+        db, issuer=runtime.issuer, user=user, client=client, now=runtime.now(), audit=audit
     )
     return token_pair(grant, response, runtime.settings)
 
@@ -89,6 +94,7 @@ async def refresh(
     db: DbSession,
     runtime: RuntimeDep,
     client: ThrottledClient,
+    audit: AuditDep,
     response: Response,
 ) -> TokenPair:
     """Spend a refresh token for a new pair; a spent token revokes its whole session.
@@ -105,6 +111,7 @@ async def refresh(
         client=client,
         revoked=runtime.revoked,
         now=runtime.now(),
+        audit=audit,
     )
     return token_pair(grant, response, runtime.settings)
 
@@ -115,7 +122,11 @@ async def refresh(
     responses=problems(403, 413, 422),
 )
 async def logout(
-    refresh_token: PresentedRefreshToken, db: DbSession, runtime: RuntimeDep, response: Response
+    refresh_token: PresentedRefreshToken,
+    db: DbSession,
+    runtime: RuntimeDep,
+    audit: AuditDep,
+    response: Response,
 ) -> None:
     """End the session of this refresh token (RFC 7009: an unknown token answers 204 too).
 
@@ -127,15 +138,26 @@ async def logout(
         # form posted from another site arrives so (SameSite=Strict withholds the cookies),
         # and clearing them would log the browser out from that site.
         return
-    await sessions.end(db, refresh_token=refresh_token, revoked=runtime.revoked, now=runtime.now())
+    await sessions.end(
+        db,
+        refresh_token=refresh_token,
+        revoked=runtime.revoked,
+        now=runtime.now(),
+        audit=audit,
+    )
     if runtime.settings.TOKEN_COOKIE_MODE:
         clear_session_cookies(response, secure=runtime.settings.TOKEN_COOKIE_SECURE)
 
 
 @router.post("/logout-all", status_code=status.HTTP_204_NO_CONTENT, responses=problems(401))
-async def logout_all(claims: AccessClaims, db: DbSession, runtime: RuntimeDep) -> None:
+async def logout_all(
+    claims: AccessClaims, db: DbSession, runtime: RuntimeDep, audit: CallerAudit
+) -> None:
     """End every session of the caller, cutting their live access tokens too."""
-    await sessions.end_all(db, user_id=claims.user_id, revoked=runtime.revoked, now=runtime.now())
+    ended = await sessions.end_all(
+        db, user_id=claims.user_id, revoked=runtime.revoked, now=runtime.now()
+    )
+    audit.record(Event.LOGOUT_ALL, sessions_ended=len(ended))
 
 
 @router.post(
@@ -179,7 +201,11 @@ async def me(user: CurrentUser) -> UserProfile:
     "/password", status_code=status.HTTP_204_NO_CONTENT, responses=problems(400, 401, 413, 422)
 )
 async def change_password(
-    body: PasswordChangeRequest, user: CurrentUser, db: DbSession, runtime: RuntimeDep
+    body: PasswordChangeRequest,
+    user: CurrentUser,
+    db: DbSession,
+    runtime: RuntimeDep,
+    audit: CallerAudit,
 ) -> None:
     """Replace the password; every session of the user ends, this one included."""
     await accounts.change_password(
@@ -189,6 +215,7 @@ async def change_password(
         current_password=body.current_password,
         new_password=body.new_password,
         min_length=runtime.settings.PASSWORD_MIN_LENGTH,
+        audit=audit,
     )
     await sessions.end_all(db, user_id=user.id, revoked=runtime.revoked, now=runtime.now())
 
@@ -221,6 +248,7 @@ async def delete_session(
     claims: AccessClaims,
     db: DbSession,
     runtime: RuntimeDep,
+    audit: CallerAudit,
 ) -> None:
     """End one of the caller's sessions; any other id, or an ended session, is a 404."""
     try:
@@ -228,5 +256,10 @@ async def delete_session(
     except ValueError:
         raise NotFound("no such session") from None
     await sessions.end_one(
-        db, user_id=claims.user_id, session_id=parsed, revoked=runtime.revoked, now=runtime.now()
+        db,
+        user_id=claims.user_id,
+        session_id=parsed,
+        revoked=runtime.revoked,
+        now=runtime.now(),
+        audit=audit,
     )

@@ -9,7 +9,8 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from app.api.account import token_pair
-from app.deps import DbSession, RuntimeDep, ThrottledClient
+from app.audit import Audit, Event
+from app.deps import AuditDep, DbSession, RuntimeDep, ThrottledClient
 from app.errors import (
     AppError,
     InvalidCredentials,
@@ -67,6 +68,7 @@ async def token(
     db: DbSession,
     runtime: RuntimeDep,
     client: ThrottledClient,
+    audit: AuditDep,
     response: Response,
     grant_type: Annotated[str | None, Form(examples=["password"])] = None,
     username: Annotated[
@@ -84,10 +86,13 @@ async def token(
             db,
             hasher=runtime.hasher,
             throttle=runtime.throttle,
-            email=_as_email(username),
+            email=_as_email(username, audit),
             password=password,
+            audit=audit,
         )
-        grant = await sessions.start(db, issuer=runtime.issuer, user=user, client=client, now=now)
+        grant = await sessions.start(
+            db, issuer=runtime.issuer, user=user, client=client, now=now, audit=audit
+        )
     elif grant_type == "refresh_token":
         if refresh_token is None:
             raise InvalidTokenRequest("refresh_token is required")
@@ -98,6 +103,7 @@ async def token(
             client=client,
             revoked=runtime.revoked,
             now=now,
+            audit=audit,
         )
     elif grant_type is None:
         raise InvalidTokenRequest("grant_type is required")
@@ -106,9 +112,10 @@ async def token(
     return token_pair(grant, response, runtime.settings)
 
 
-def _as_email(username: str) -> str:
+def _as_email(username: str, audit: Audit) -> str:
     email = canonical_email(username)
     if "@" not in email:
         # Cannot be anyone's email: the same answer as a wrong password.
+        audit.record(Event.LOGIN_FAILED, reason="unknown email")
         raise InvalidCredentials()
     return email

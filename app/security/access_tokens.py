@@ -2,6 +2,7 @@
 
 import base64
 import json
+import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -15,6 +16,10 @@ from app.security.keys import Key
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - RFC 9068 media type
 MAX_TOKEN_LENGTH = 8 * 1024
 REQUIRED_CLAIMS = ["exp", "iat", "nbf", "iss", "aud", "sub", "jti", "sid"]
+# RFC 7515 §3.1 and §2: three base64url segments without padding, whitespace or other
+# characters (PyJWT then refuses a segment that is not the canonical encoding of its
+# bytes, but reads a padded one; an alg "none" token's empty signature is refused by alg).
+COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 
 class TokenRejected(Exception):
@@ -94,6 +99,8 @@ class AccessTokenCodec:
         """Every check of the contract, or TokenRejected naming the first that failed."""
         if len(token) > MAX_TOKEN_LENGTH:
             raise TokenRejected("token too large")
+        if not COMPACT_JWS.fullmatch(token):
+            raise TokenRejected("malformed token")
         header = _peek_header(token)
         kid = header.get("kid")
         key = self._keys.get(kid) if isinstance(kid, str) else None
@@ -142,7 +149,7 @@ class AccessTokenCodec:
             raise TokenRejected(f"missing claim {exc.claim}") from None
         except jwt.InvalidIssuedAtError:
             raise TokenRejected("invalid iat") from None
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, RecursionError):
             raise TokenRejected("malformed token") from None
         return _claims(claims)
 
@@ -154,7 +161,8 @@ def _peek_header(token: str) -> dict[str, Any]:
     segment = token.partition(".")[0]
     try:
         header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-    except (ValueError, UnicodeError):
+    except (ValueError, UnicodeError, RecursionError):
+        # RecursionError: a header of thousands of nested arrays fits in 8 KiB.
         raise TokenRejected("malformed token") from None
     if not isinstance(header, dict):
         raise TokenRejected("malformed token")

@@ -6,8 +6,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit import Audit, Event
 from app.db import release_before_slow_work
-from app.errors import EmailTaken, InvalidCredentials, WeakPassword, WrongPassword
+from app.errors import EmailTaken, InvalidCredentials, Throttled, WeakPassword, WrongPassword
 from app.models import User
 from app.security.passwords import PasswordHasher, password_problem
 from app.throttle import Throttle
@@ -60,18 +61,32 @@ async def register(
 
 
 async def authenticate(
-    db: AsyncSession, *, hasher: PasswordHasher, throttle: Throttle, email: str, password: str
+    db: AsyncSession,
+    *,
+    hasher: PasswordHasher,
+    throttle: Throttle,
+    email: str,
+    password: str,
+    audit: Audit,
 ) -> User:
     """The user these credentials belong to, or InvalidCredentials (unknown emails alike).
 
     The attempt is counted before the password is verified, so a throttled
     guesser burns no CPU; a success clears the account's count.
     """
-    await throttle.login_attempt(email)
+    try:
+        await throttle.login_attempt(email)
+    except Throttled:
+        throttled = await _by_email(db, email)
+        audit.record(Event.LOGIN_THROTTLED, user_id=throttled.id if throttled else None)
+        raise
     user = await _by_email(db, email)
     await release_before_slow_work(db)
     valid, new_hash = await hasher.verify(password, user.password_hash if user else None)
     if user is None or not valid:
+        # Said in the log only; the client gets the same answer either way.
+        reason = "unknown email" if user is None else "wrong password"
+        audit.record(Event.LOGIN_FAILED, user_id=user.id if user else None, reason=reason)
         raise InvalidCredentials()
     await throttle.login_succeeded(email)
     if new_hash is not None:
@@ -88,14 +103,17 @@ async def change_password(
     current_password: str,
     new_password: str,
     min_length: int,
+    audit: Audit,
 ) -> None:
     """Replace the password after checking the current one; ending sessions is the caller's."""
     await release_before_slow_work(db)
     valid, _ = await hasher.verify(current_password, user.password_hash)
     if not valid:
+        audit.record(Event.PASSWORD_CHANGE_FAILED, user_id=user.id, reason="wrong password")
         raise WrongPassword()
     check_new_password(new_password, field="new_password", min_length=min_length)
     user.password_hash = await hasher.hash(new_password)
+    audit.record(Event.PASSWORD_CHANGED, user_id=user.id)
 
 
 async def set_user(

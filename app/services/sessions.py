@@ -1,6 +1,5 @@
 """Login sessions: families of rotating refresh tokens (RFC 9700 §4.14)."""
 
-import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,13 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, aliased
 from sqlalchemy.sql.selectable import ScalarSelect
 
+from app.audit import Audit, Event
 from app.errors import InvalidToken, NotFound, RefreshTokenReused
 from app.models import IP_MAX_LENGTH, USER_AGENT_MAX_LENGTH, RefreshToken, User
 from app.revocations import RevokedSessions
 from app.security.access_tokens import AccessTokenCodec
 from app.security.refresh_tokens import MAX_REFRESH_TOKEN_LENGTH, digest, new_refresh_token
 
-log = logging.getLogger("app.sessions")
 T = TypeVar("T")
 
 
@@ -121,7 +120,13 @@ def _issue(
 
 
 async def start(
-    db: AsyncSession, *, issuer: TokenIssuer, user: User, client: Client, now: datetime
+    db: AsyncSession,
+    *,
+    issuer: TokenIssuer,
+    user: User,
+    client: Client,
+    now: datetime,
+    audit: Audit,
 ) -> Grant:
     """Begin a new session (family) for a user who just proved who they are."""
     _, grant = _issue(
@@ -136,6 +141,7 @@ async def start(
         now=now,
     )
     await db.flush()
+    audit.record(Event.LOGIN_SUCCEEDED, user_id=user.id, session_id=grant.session_id)
     return grant
 
 
@@ -147,6 +153,7 @@ async def rotate(
     client: Client,
     revoked: RevokedSessions,
     now: datetime,
+    audit: Audit,
 ) -> Grant:
     """Spend a refresh token and issue its child; a spent token revokes its family."""
     if len(refresh_token) > MAX_REFRESH_TOKEN_LENGTH:
@@ -177,7 +184,7 @@ async def rotate(
         )
     ).one_or_none()
     if spent is None:
-        await _refuse(db, token_digest, revoked=revoked, now=now)
+        await _refuse(db, token_digest, revoked=revoked, now=now, audit=audit)
     child, grant = _issue(
         db,
         issuer,
@@ -196,11 +203,17 @@ async def rotate(
         .values(replaced_by_id=child.id)
         .execution_options(synchronize_session=False)
     )
+    audit.record(Event.TOKEN_REFRESHED, user_id=spent.user_id, session_id=spent.session_id)
     return grant
 
 
 async def _refuse(
-    db: AsyncSession, token_digest: bytes, *, revoked: RevokedSessions, now: datetime
+    db: AsyncSession,
+    token_digest: bytes,
+    *,
+    revoked: RevokedSessions,
+    now: datetime,
+    audit: Audit,
 ) -> NoReturn:
     """Explain why a refresh token is not live; a spent one is reuse and ends its family."""
     found = (
@@ -219,10 +232,8 @@ async def _refuse(
         # RFC 9700 §4.14.2: either the client or an attacker holds a stolen
         # token; we cannot tell which, so the whole family ends.
         await _revoke_family(db, found.session_id, revoked=revoked, now=now)
-        log.warning(
-            "refresh token reuse detected: session %s of user %s revoked",
-            found.session_id,
-            found.user_id,
+        audit.record(
+            Event.REFRESH_REUSE_DETECTED, user_id=found.user_id, session_id=found.session_id
         )
         raise RefreshTokenReused()
     if found.revoked_at is not None:
@@ -230,25 +241,49 @@ async def _refuse(
     raise InvalidToken("refresh token expired")
 
 
+async def _revoke(db: AsyncSession, which: ColumnElement[bool], now: datetime) -> set[uuid.UUID]:
+    """Revoke every unrevoked token matching `which`; the sessions they belonged to.
+
+    Repeated until a pass finds nothing: under READ COMMITTED (PostgreSQL) an UPDATE
+    that waited for a concurrent rotation's row lock does not see the child that
+    rotation inserted, which would stay live; the next statement does see it. A
+    rotation that starts later waits for our locks and then finds its token revoked.
+    """
+    sessions: set[uuid.UUID] = set()
+    while True:
+        ended = await db.execute(
+            update(RefreshToken)
+            .where(which, RefreshToken.revoked_at.is_(None))
+            .values(revoked_at=now)
+            .returning(RefreshToken.session_id)
+            .execution_options(synchronize_session=False)
+        )
+        found = set(ended.scalars())
+        if not found:
+            return sessions
+        sessions |= found
+
+
 async def _revoke_family(
     db: AsyncSession, session_id: uuid.UUID, *, revoked: RevokedSessions, now: datetime
 ) -> None:
-    await db.execute(
-        update(RefreshToken)
-        .where(RefreshToken.session_id == session_id, RefreshToken.revoked_at.is_(None))
-        .values(revoked_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    await _revoke(db, RefreshToken.session_id == session_id, now)
     # Added before the commit: if the commit fails the session is refused
     # early, which fails closed.
     await revoked.add([session_id])
 
 
 async def end(
-    db: AsyncSession, *, refresh_token: str, revoked: RevokedSessions, now: datetime
+    db: AsyncSession,
+    *,
+    refresh_token: str,
+    revoked: RevokedSessions,
+    now: datetime,
+    audit: Audit,
 ) -> None:
     """Logout (RFC 7009): end the token's session; an unknown token is not an error."""
     if len(refresh_token) > MAX_REFRESH_TOKEN_LENGTH:
+        audit.record(Event.LOGOUT, reason="unknown refresh token")
         return
     found = (
         await db.execute(
@@ -258,28 +293,24 @@ async def end(
         )
     ).one_or_none()
     if found is None:
+        audit.record(Event.LOGOUT, reason="unknown refresh token")
         return
     if found.spent_at is not None:
-        log.warning(
-            "spent refresh token presented at logout: session %s of user %s revoked",
-            found.session_id,
-            found.user_id,
+        # A spent token of a live family is reuse here too: the family ends all the same.
+        audit.record(
+            Event.REFRESH_REUSE_DETECTED, user_id=found.user_id, session_id=found.session_id
         )
     await _revoke_family(db, found.session_id, revoked=revoked, now=now)
+    audit.record(Event.LOGOUT, user_id=found.user_id, session_id=found.session_id)
 
 
 async def end_all(
     db: AsyncSession, *, user_id: int, revoked: RevokedSessions, now: datetime
-) -> None:
-    """End every session of a user (logout-all, password change)."""
-    ended = await db.execute(
-        update(RefreshToken)
-        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
-        .values(revoked_at=now)
-        .returning(RefreshToken.session_id)
-        .execution_options(synchronize_session=False)
-    )
-    await revoked.add(set(ended.scalars()))
+) -> set[uuid.UUID]:
+    """End every session of a user (logout-all, password change); the sessions it ended."""
+    ended = await _revoke(db, RefreshToken.user_id == user_id, now)
+    await revoked.add(ended)
+    return ended
 
 
 async def end_one(
@@ -289,6 +320,7 @@ async def end_one(
     session_id: uuid.UUID,
     revoked: RevokedSessions,
     now: datetime,
+    audit: Audit,
 ) -> None:
     """End one of the caller's live sessions; NotFound for any other id."""
     is_live = await db.scalar(
@@ -303,6 +335,7 @@ async def end_one(
     if not is_live:
         raise NotFound("no such session")
     await _revoke_family(db, session_id, revoked=revoked, now=now)
+    audit.record(Event.SESSION_REVOKED, user_id=user_id, ended_session_id=str(session_id))
 
 
 async def list_active(db: AsyncSession, *, user_id: int, now: datetime) -> list[ActiveSession]:

@@ -1,12 +1,16 @@
 """What the service writes to its logs never holds a token."""
 
+import json
 from collections.abc import Callable
 
 import httpx
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.audit import Event
+from app.models import User
 from tests.conftest import LiveServer
-from tests.factories import login, make_user
+from tests.factories import DEFAULT_PASSWORD, bearer, login, make_user
 
 
 def test_the_access_log_drops_query_strings_where_a_token_may_hide(
@@ -24,3 +28,105 @@ def test_the_access_log_drops_query_strings_where_a_token_may_hide(
     assert "GET /test HTTP/1.1" in log
     assert token not in log
     assert pair["refresh_token"] not in log
+
+
+def test_a_whole_scenario_logs_every_audit_event_and_no_secret(
+    live_server: Callable[..., LiveServer], db: Session
+) -> None:
+    """Every audit event of the contract happens once at least, on a real server; then its
+    whole log (access log, audit log, warnings) is searched for every secret it handled.
+
+    ASVS 5.0 16.2.5 and 16.3.1: authentication decisions are logged, credentials are not.
+    """
+    make_user(db, email="ada@example.com", password=DEFAULT_PASSWORD)
+    server = live_server(LOGIN_MAX_FAILURES="3", IP_RATE_LIMIT="20/minute")
+    secret_key = server.env["TOKEN_SECRET_KEY"]
+    new_password = "a brand new passphrase for ada"
+    grace_password = "grace hopper's own passphrase"
+    guesses = ["a wrong guess at ada's", DEFAULT_PASSWORD.upper()]
+    access_tokens: list[str] = []
+    refresh_tokens: list[str] = []
+    request_ids: set[str] = set()
+
+    def keep(response: httpx.Response) -> httpx.Response:
+        request_ids.add(response.headers["X-Request-ID"])
+        response.read()
+        if response.status_code == 200 and "access_token" in response.text:
+            access_tokens.append(response.json()["access_token"])
+            refresh_tokens.append(response.json()["refresh_token"])
+        return response
+
+    with httpx.Client(base_url=server.url, event_hooks={"response": [keep]}) as client:
+        client.post(
+            "/account/register", json={"email": "grace@example.com", "password": grace_password}
+        )
+        for guess in guesses:
+            client.post("/account/login", json={"email": "ada@example.com", "password": guess})
+        first = login(client)
+        client.post("/account/refresh", json={"refresh_token": first["refresh_token"]})
+        # Reuse: the first refresh token is spent.
+        client.post("/account/refresh", json={"refresh_token": first["refresh_token"]})
+        client.get("/test", headers=bearer(first["access_token"]))
+        second = login(client)
+        client.get("/account/me", headers=bearer(second["access_token"]))
+        third = client.post(
+            "/account/token",
+            data={
+                "grant_type": "password",
+                "username": "ada@example.com",
+                "password": DEFAULT_PASSWORD,
+            },
+        ).json()
+        client.post(
+            "/account/token",
+            data={"grant_type": "refresh_token", "refresh_token": third["refresh_token"]},
+        )
+        sessions = client.get("/account/sessions", headers=bearer(second["access_token"]))
+        other = next(s["id"] for s in sessions.json() if not s["current"])
+        client.delete(f"/account/sessions/{other}", headers=bearer(second["access_token"]))
+        client.post("/account/logout", json={"refresh_token": second["refresh_token"]})
+        fourth = login(client)
+        client.post(
+            "/account/password",
+            json={"current_password": "not the one", "new_password": new_password},
+            headers=bearer(fourth["access_token"]),
+        )
+        client.post(
+            "/account/password",
+            json={"current_password": DEFAULT_PASSWORD, "new_password": new_password},
+            headers=bearer(fourth["access_token"]),
+        )
+        fifth = login(client, password=new_password)
+        client.post("/account/logout-all", headers=bearer(fifth["access_token"]))
+        for _ in range(4):
+            client.post(
+                "/account/login", json={"email": "grace@example.com", "password": "bad guess"}
+            )
+        # 15 requests so far counted against IP_RATE_LIMIT: the sixth refresh is over it.
+        statuses = [
+            client.post("/account/refresh", json={"refresh_token": "x"}).status_code
+            for _ in range(6)
+        ]
+        assert statuses[-1] == 429
+    hashes = list(db.scalars(select(User.password_hash)))
+    log = server.stop_and_read_log()
+
+    events = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert {event["event"] for event in events} >= {event.value for event in Event}
+    assert {event["request_id"] for event in events} <= request_ids
+    assert all(event["ip"] == "127.0.0.1" for event in events)
+    assert len(hashes) == 2
+    secrets = {
+        "the HMAC key": secret_key,
+        **{
+            f"password {n}": p
+            for n, p in enumerate([DEFAULT_PASSWORD, new_password, grace_password, *guesses])
+        },
+        **{f"stored hash {n}": h for n, h in enumerate(hashes)},
+        **{f"access token {n}": t for n, t in enumerate(access_tokens)},
+        **{f"access token signature {n}": t.rsplit(".", 1)[1] for n, t in enumerate(access_tokens)},
+        **{f"refresh token {n}": t for n, t in enumerate(refresh_tokens)},
+    }
+    assert len(access_tokens) == 7
+    for name, secret in secrets.items():
+        assert secret not in log, f"{name} is in the log"

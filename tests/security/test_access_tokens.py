@@ -652,6 +652,57 @@ def test_a_malformed_token_is_refused(token: str) -> None:
     assert rejection(token) == "malformed token"
 
 
+BASE64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def signed_with_url_safe_characters() -> str:
+    """A valid token whose signature holds "-" or "_", the two base64url-only characters."""
+    while True:
+        token = sign(valid_header(), valid_claims())
+        if {"-", "_"} & set(token.rsplit(".", 1)[1]):
+            return token
+
+
+def set_unused_bits(signature: str) -> str:
+    # 32 signature bytes take 43 characters: the last one carries 2 unused bits, zero in
+    # the one canonical encoding.
+    last = BASE64URL.index(signature[-1])
+    return signature[:-1] + BASE64URL[last | 0b01]
+
+
+@pytest.mark.parametrize(
+    "respell",
+    [
+        pytest.param(lambda signature: signature + "=", id="padded"),
+        pytest.param(lambda signature: signature + "==", id="twice-padded"),
+        pytest.param(set_unused_bits, id="unused-bits-set"),
+        pytest.param(
+            lambda signature: signature.replace("-", "+").replace("_", "/"),
+            id="standard-alphabet",
+        ),
+    ],
+)
+def test_another_spelling_of_a_valid_signature_is_refused(respell: Any) -> None:
+    # RFC 7515 §2 and RFC 4648 §3.5: base64url without padding, one encoding per value.
+    token = signed_with_url_safe_characters()
+    make_codec().decode(token)
+    signing_input, _, signature = token.rpartition(".")
+
+    respelled = f"{signing_input}.{respell(signature)}"
+
+    assert respelled != token
+    assert rejection(respelled) == "malformed token"
+
+
+def test_a_header_nested_thousands_of_levels_deep_is_refused_not_crashed() -> None:
+    # Within 8 KiB: JSON parsers recurse, and Python's stops with RecursionError.
+    header = b'{"alg": "HS256", "x": ' + b"[" * 2000 + b"]" * 2000 + b"}"
+    token = sign(header, valid_claims())
+
+    assert len(token) < MAX_TOKEN_LENGTH
+    assert rejection(token) == "malformed token"
+
+
 @pytest.mark.parametrize(
     "payload",
     [b"not json", b"[1, 2]", b'"a string"'],

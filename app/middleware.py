@@ -118,16 +118,19 @@ class SecurityHeaders:
             return
         request_id = incoming_request_id(scope["headers"]) or str(uuid.uuid4())
         scope.setdefault("state", {})["request_id"] = request_id
-        policy = self._page_policies.get(scope["path"], self._api_policy)
-        added = [*self._fixed, (REQUEST_ID_HEADER, request_id.encode())]
+        added = [
+            *self._fixed,
+            self._page_policies.get(scope["path"], self._api_policy),
+            (REQUEST_ID_HEADER, request_id.encode()),
+        ]
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [*message.get("headers", ()), *added]
-                # A page that brings its own policy (the demo client) keeps it: two
+                headers = list(message.get("headers", ()))
+                # A page that sets its own (the demo client's policy) keeps it: two
                 # policies would both apply, and the API's would block the page's scripts.
-                if not any(name.lower() == b"content-security-policy" for name, _ in headers):
-                    headers.append(policy)
+                present = {name.lower() for name, _ in headers}
+                headers += [header for header in added if header[0] not in present]
                 message = {**message, "headers": headers}
             await send(message)
 

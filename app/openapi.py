@@ -19,6 +19,9 @@ DESCRIPTIONS = {
     429: "Too many attempts; see Retry-After",
     503: "Service unavailable",
 }
+# Every operation behind the bearer check: 401 for a missing or failed token, 400 for
+# more than one way of sending one (RFC 6750 §3.1 invalid_request).
+BEARER_ERRORS = (400, 401)
 WWW_AUTHENTICATE = {
     "WWW-Authenticate": {
         # Markdown: the code spans keep <issuer> from being read as an HTML tag.

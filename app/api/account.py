@@ -19,7 +19,7 @@ from app.deps import (
     ThrottledClient,
 )
 from app.errors import InvalidToken, NotFound
-from app.openapi import SESSION_COOKIES, problems
+from app.openapi import BEARER_ERRORS, SESSION_COOKIES, problems
 from app.schemas import (
     LoginRequest,
     PasswordChangeRequest,
@@ -149,7 +149,9 @@ async def logout(
         clear_session_cookies(response, secure=runtime.settings.TOKEN_COOKIE_SECURE)
 
 
-@router.post("/logout-all", status_code=status.HTTP_204_NO_CONTENT, responses=problems(401))
+@router.post(
+    "/logout-all", status_code=status.HTTP_204_NO_CONTENT, responses=problems(*BEARER_ERRORS)
+)
 async def logout_all(
     claims: AccessClaims, db: DbSession, runtime: RuntimeDep, audit: CallerAudit
 ) -> None:
@@ -191,7 +193,7 @@ async def register(
     return UserProfile.model_validate(user)
 
 
-@router.get("/me", response_model=UserProfile, responses=problems(401))
+@router.get("/me", response_model=UserProfile, responses=problems(*BEARER_ERRORS))
 async def me(user: CurrentUser) -> UserProfile:
     """The caller's profile."""
     return UserProfile.model_validate(user)
@@ -220,7 +222,7 @@ async def change_password(
     await sessions.end_all(db, user_id=user.id, revoked=runtime.revoked, now=runtime.now())
 
 
-@router.get("/sessions", response_model=list[SessionInfo], responses=problems(401))
+@router.get("/sessions", response_model=list[SessionInfo], responses=problems(*BEARER_ERRORS))
 async def list_sessions(
     claims: AccessClaims, db: DbSession, runtime: RuntimeDep
 ) -> list[SessionInfo]:
@@ -241,7 +243,9 @@ async def list_sessions(
 
 
 @router.delete(
-    "/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problems(401, 404)
+    "/sessions/{session_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problems(*BEARER_ERRORS, 404),
 )
 async def delete_session(
     session_id: Annotated[str, Path(description="a session id from GET /account/sessions")],

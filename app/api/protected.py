@@ -4,7 +4,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from app.deps import AccessClaims
-from app.openapi import problems
+from app.openapi import BEARER_ERRORS, problems
 
 router = APIRouter(tags=["test"])
 
@@ -21,7 +21,7 @@ _GREETING_JSON = f'"{GREETING}"'.encode()
             "description": "The caller is authenticated",
             "content": {"application/json": {"schema": {"type": "string", "example": GREETING}}},
         },
-        **problems(401),
+        **problems(*BEARER_ERRORS),
     },
 )
 async def test(claims: AccessClaims) -> Response:

@@ -144,6 +144,26 @@ def test_protected_operations_require_the_oauth2_scheme(openapi: dict[str, Any])
         assert any(set(requirement) & scheme_names for requirement in security), path
 
 
+def test_every_protected_operation_documents_the_400_of_two_ways_of_sending_a_token(
+    openapi: dict[str, Any],
+) -> None:
+    # RFC 6750 §3.1: two Authorization headers, or one and a query-string token, are an
+    # invalid_request (400) on every operation behind the bearer check.
+    protected = [
+        (path, method)
+        for path, item in openapi["paths"].items()
+        for method, operation in item.items()
+        if method in HTTP_METHODS and operation.get("security")
+    ]
+
+    assert len(protected) == 6
+    assert [
+        (path, method)
+        for path, method in protected
+        if "400" not in openapi["paths"][path][method]["responses"]
+    ] == []
+
+
 def _error_responses(openapi: dict[str, Any]) -> Iterator[tuple[str, str, str, dict[str, Any]]]:
     for path, item in openapi["paths"].items():
         for method, operation in item.items():

@@ -15,6 +15,7 @@ from app.security.keys import Key
 
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - RFC 9068 media type
 MAX_TOKEN_LENGTH = 8 * 1024
+MAX_SUBJECT_DIGITS = 9
 REQUIRED_CLAIMS = ["exp", "iat", "nbf", "iss", "aud", "sub", "jti", "sid"]
 # RFC 7515 §3.1 and §2: three base64url segments without padding, whitespace or other
 # characters (PyJWT then refuses a segment that is not the canonical encoding of its
@@ -175,7 +176,8 @@ def _claims(claims: dict[str, Any]) -> AccessClaims:
         if isinstance(claims[name], bool) or not isinstance(claims[name], int | float):
             raise TokenRejected(f"{name} is not a number")
     sub, sid, email = claims["sub"], claims["sid"], claims.get("email")
-    if not sub.isascii() or not sub.isdigit():
+    # The user id is a 32-bit integer column: a longer number is no user of ours.
+    if not sub.isascii() or not sub.isdigit() or len(sub) > MAX_SUBJECT_DIGITS:
         raise TokenRejected("malformed subject")
     try:
         session_id = uuid.UUID(sid) if isinstance(sid, str) else None

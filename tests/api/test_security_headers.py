@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.main import create_app
-from app.middleware import API_CONTENT_SECURITY_POLICY
+from app.middleware import API_CONTENT_SECURITY_POLICY, new_request_id
 from tests.factories import DEFAULT_PASSWORD, bearer, login, make_user
 
 APP_ORIGIN = "https://app.example.com"
@@ -128,6 +128,20 @@ def test_each_response_gets_a_fresh_uuid_as_its_request_id(client: TestClient) -
 
     assert first != second
     assert str(uuid.UUID(first)) == first
+    assert uuid.UUID(first).version == 4
+    assert uuid.UUID(first).variant == uuid.RFC_4122
+
+
+def test_generated_request_ids_are_random_version_4_uuids() -> None:
+    ids = {new_request_id() for _ in range(2000)}
+
+    assert len(ids) == 2000
+    parsed = [uuid.UUID(request_id) for request_id in ids]
+    assert all(str(value) in ids for value in parsed)
+    assert {value.version for value in parsed} == {4}
+    assert {value.variant for value in parsed} == {uuid.RFC_4122}
+    # The variant character (10xx) takes each of its four values.
+    assert len({str(value)[19] for value in parsed}) == 4
 
 
 @pytest.mark.parametrize(

@@ -122,6 +122,7 @@ def test_a_token_missing_a_required_claim_is_refused(
 @pytest.mark.parametrize(
     "typ",
     [
+        # RFC 8725 §3.11: a JWT of another kind (an ID token, a plain JWT) is not ours.
         pytest.param("JWT", id="plain-jwt"),
         pytest.param("jwt", id="plain-jwt-lower-case"),
         pytest.param(None, id="no-typ"),
@@ -146,6 +147,7 @@ def test_a_token_of_another_type_is_refused(
 @pytest.mark.parametrize(
     ("claim", "value", "reason"),
     [
+        # RFC 7519 §4.1.1 and §4.1.3: exact string comparison, no normalisation.
         pytest.param("iss", "http://evil.example", "wrong issuer", id="iss-another-issuer"),
         pytest.param("iss", ISSUER.upper(), "wrong issuer", id="iss-other-case"),
         pytest.param("iss", ISSUER + "/", "wrong issuer", id="iss-trailing-slash"),
@@ -169,6 +171,7 @@ def test_a_token_for_another_issuer_or_audience_is_refused(
 @pytest.mark.parametrize(
     ("claim", "value", "reason"),
     [
+        # RFC 7519 §4.1.2: sub is a string; ours is the decimal user id, nothing else.
         pytest.param("sub", "-1", "malformed subject", id="sub-negative"),
         pytest.param("sub", "admin", "malformed subject", id="sub-a-name"),
         pytest.param("sub", "1.0", "malformed subject", id="sub-decimal"),

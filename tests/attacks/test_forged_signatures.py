@@ -334,6 +334,7 @@ def test_an_hmac_key_offered_in_the_token_is_never_used(
 @pytest.mark.parametrize(
     "extra",
     [
+        # RFC 7515 §4.1.11: crit MUST NOT name registered parameters, nor be empty.
         pytest.param({"crit": ["exp"]}, id="crit-naming-a-registered-claim"),
         # RFC 7797: an unencoded payload the verifier would have to treat differently.
         pytest.param({"crit": ["b64"], "b64": False}, id="crit-b64-false"),
@@ -359,6 +360,7 @@ def test_a_critical_header_extension_is_refused(
 @pytest.mark.parametrize(
     ("kid", "key"),
     [
+        # RFC 8725 §2.9 and §3.10: kid read as a file path, SQL, URL or command.
         pytest.param("../../../../../../../../dev/null", b"", id="path-traversal-dev-null"),
         pytest.param("/dev/null", b"", id="absolute-path-dev-null"),
         pytest.param("file:///dev/null", b"", id="file-url"),

@@ -79,6 +79,8 @@ def spiked(value: str, hostile: str) -> str:
     return value[:3] + hostile + value[3:]
 
 
+# API.md: NUL or a lone surrogate in any text field is a 422, never a 500 (ASVS 5.0 2.2.1,
+# 16.5.3); RFC 8259 §7 lets a JSON string escape both.
 @pytest.mark.parametrize("hostile", HOSTILE.values(), ids=HOSTILE.keys())
 @pytest.mark.parametrize(
     ("path", "body", "field"),

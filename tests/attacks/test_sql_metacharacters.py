@@ -19,6 +19,7 @@ ALWAYS_TRUE = "' OR '1'='1"
 @pytest.mark.parametrize(
     "password",
     [
+        # ASVS 5.0 1.2.4, OWASP WSTG-INPV-05: the classic authentication bypasses.
         pytest.param(ALWAYS_TRUE, id="always-true"),
         pytest.param("' OR 1=1 --", id="always-true-comment"),
         pytest.param("x' OR 'x'='x'; --", id="always-true-stacked"),
@@ -69,7 +70,7 @@ def test_an_injection_in_a_valid_email_is_an_unknown_account(
 @pytest.mark.parametrize(
     "email",
     [
-        # Not addresses at all: spaces, parentheses and ; are no atext.
+        # RFC 5322 §3.2.3: spaces, parentheses and ; are no atext, so these are no address.
         pytest.param("x' OR 1=1 --@example.com", id="spaces"),
         pytest.param("x'); DROP TABLE users;--@example.com", id="drop-table"),
     ],
@@ -113,6 +114,7 @@ def test_an_account_whose_every_field_is_an_injection_is_stored_as_plain_data(
 @pytest.mark.parametrize(
     "token",
     [
+        # ASVS 5.0 1.2.4: the token's text never reaches SQL, only its digest.
         pytest.param(ALWAYS_TRUE, id="always-true"),
         pytest.param("' OR spent_at IS NULL --", id="always-true-on-the-column"),
         pytest.param("'; UPDATE refresh_tokens SET revoked_at = NULL; --", id="stacked-update"),
@@ -137,6 +139,7 @@ def test_an_injection_as_a_refresh_token_is_unknown_and_changes_nothing(
 @pytest.mark.parametrize(
     "session_id",
     [
+        # ASVS 5.0 1.2.4 and 8.2.2: a path parameter is parsed as a UUID, then bound.
         pytest.param("1' OR '1'='1", id="always-true"),
         pytest.param("* ", id="wildcard"),
         pytest.param("00000000-0000-0000-0000-000000000000' OR ''='", id="uuid-then-injection"),

@@ -366,7 +366,7 @@ def test_a_token_with_a_required_claim_set_to_null_is_refused(claim: str) -> Non
 
 @pytest.mark.parametrize(
     "sub",
-    ["ada", "-1", "+42", "4 2", " 42", "", "4.2", "\u0664\u0662"],
+    ["ada", "-1", "+42", "4 2", " 42", "", "4.2", "\u0664\u0662", "9" * 20],
     ids=[
         "letters",
         "negative",
@@ -376,6 +376,7 @@ def test_a_token_with_a_required_claim_set_to_null_is_refused(claim: str) -> Non
         "empty",
         "decimal",
         "arabic-indic-digits",
+        "too-long-for-a-user-id",
     ],
 )
 def test_a_subject_that_is_not_ascii_digits_is_refused(sub: str) -> None:

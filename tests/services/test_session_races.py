@@ -107,9 +107,9 @@ def test_a_session_ended_during_a_rotation_also_ends_the_rotated_child(
                 await asyncio.gather(rotate(), end())
         finally:
             await engine.dispose()
+            await runtime.close()
 
     asyncio.run(race())
-    runtime.hasher.shutdown()
 
     rows = db.scalars(select(RefreshToken).where(RefreshToken.user_id == user.id)).all()
     assert len(rows) == 2, "the rotation issued its child"

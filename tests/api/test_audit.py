@@ -239,22 +239,22 @@ def test_deleting_a_session_records_which_one_ended_and_who_ended_it(
 
 
 @pytest.mark.parametrize(
-    ("authorization", "reason"),
+    "authorization",
     [
-        pytest.param("Bearer not-a-jwt", "malformed token", id="malformed"),
-        pytest.param("Bearer ", "missing token", id="empty"),
+        pytest.param("Bearer not-a-jwt", id="malformed"),
+        pytest.param("Bearer ", id="empty"),
+        pytest.param("Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0.", id="alg-none"),
     ],
 )
-def test_a_rejected_access_token_is_recorded_with_the_reason_only(
-    client: TestClient, audit_log: list[AuditEvent], authorization: str, reason: str
+def test_a_forged_or_malformed_access_token_costs_no_audit_line(
+    client: TestClient, audit_log: list[AuditEvent], authorization: str
 ) -> None:
-    # ASVS 5.0 16.3.2: failed authorization attempts are logged.
+    # Anyone can send these by the thousand to /test, which no rate limit guards: one
+    # audit line each would let them flood the log. They still answer 401.
     response = client.get("/test", headers={"Authorization": authorization})
 
-    line = only(audit_log, Event.ACCESS_TOKEN_REJECTED)
-    assert line["reason"] == reason
-    assert_context(line, response, "/test")
-    assert "not-a-jwt" not in json.dumps(line)
+    assert response.status_code == 401
+    assert audit_log == []
 
 
 def test_an_access_token_of_an_ended_session_is_recorded_with_its_owner(

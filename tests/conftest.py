@@ -2,8 +2,10 @@
 names one), emptied after every test, and the app served through TestClient or a real
 uvicorn process."""
 
+import contextlib
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -200,6 +202,8 @@ class LiveServer:
             env=self.env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
+            # A group of its own: stopping it stops `--workers` children too.
+            start_new_session=True,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -221,13 +225,22 @@ class LiveServer:
         return self.start()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self._signal_group(signal.SIGTERM)
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                self._signal_group(signal.SIGKILL)
                 self.process.wait()
+        # Worker processes outlive a parent that died first: never leave one serving.
+        self._signal_group(signal.SIGKILL)
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        assert self.process is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, sig)
 
     def read_log(self) -> str:
         return Path(self.log.name).read_text(errors="replace")

@@ -36,6 +36,8 @@ class Runtime:
     access_tokens: VerifiedTokens
     keys: KeySet
     clock: Callable[[], datetime] = field(default=utc_now)
+    # Set when a graceful shutdown begins: /health/ready then answers 503.
+    draining: bool = False
 
     @classmethod
     def build(cls, settings: Settings) -> "Runtime":

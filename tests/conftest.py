@@ -56,14 +56,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Multi-instance tests need PostgreSQL and Redis: without both they are deselected,
-    visibly, and with both configured a missing service fails them."""
+    """Multi-instance and fault tests need PostgreSQL and Redis: without both they are
+    deselected, visibly, and with both configured a missing service fails them."""
     if POSTGRES and SHARED_STORAGE:
         return
-    deselected = [item for item in items if item.get_closest_marker("multi_instance")]
+
+    def needs_both(item: pytest.Item) -> bool:
+        return any(item.get_closest_marker(name) for name in ("multi_instance", "faults"))
+
+    deselected = [item for item in items if needs_both(item)]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
-        items[:] = [item for item in items if not item.get_closest_marker("multi_instance")]
+        items[:] = [item for item in items if not needs_both(item)]
 
 
 def _create_postgres_database(server_url: str) -> tuple[str, Callable[[], None]]:

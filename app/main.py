@@ -17,12 +17,12 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from app.api import account, demo, meta, protected, token
-from app.audit import install_audit_log
+from app.api import account, demo, health, protected, token
+from app.api.middleware import BodyLimit, SecurityHeaders, page_policy
+from app.api.openapi import install_openapi
 from app.config import Settings, load_settings
 from app.errors import ERRORS_BY_STATUS, AppError, ValidationFailed, problem_response
-from app.middleware import BodyLimit, SecurityHeaders, page_policy
-from app.openapi import install_openapi
+from app.observability.audit import install_audit_log
 from app.runtime import Runtime
 
 log = logging.getLogger("app")
@@ -159,7 +159,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     # The protected route first: routes are matched in order, and it is the hot one.
-    for module in (protected, account, token, meta, demo):
+    for module in (protected, account, token, health, demo):
         app.include_router(module.router)
     app.page_policies = _serve_docs(app)
     install_openapi(app)

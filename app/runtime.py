@@ -9,14 +9,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings, load_token_keys
 from app.db import create_engine_for, create_sessionmaker
-from app.revocations import RevokedSessions, revoked_sessions
 from app.security.access_tokens import AccessTokenCodec
 from app.security.keys import KeySet
 from app.security.passwords import PasswordHasher
 from app.security.token_cache import VerifiedTokens
 from app.services import sessions
 from app.services.sessions import TokenIssuer
-from app.throttle import Throttle
+from app.stores.revocations import RevokedSessions, revoked_sessions
+from app.stores.throttle import Throttle
 
 
 def utc_now() -> datetime:

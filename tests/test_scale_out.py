@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy.orm import Session
 
-from app.revocations import RedisRevokedSessions
+from app.stores.revocations import RedisRevokedSessions
 from tests.conftest import SERVE, LiveServer
 from tests.factories import DEFAULT_PASSWORD, bearer, login, make_user
 

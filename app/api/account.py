@@ -5,10 +5,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
 
-from app.audit import Event
-from app.config import Settings
-from app.cookies import clear_session_cookies, set_session_cookies
-from app.deps import (
+from app.api.cookies import clear_session_cookies, set_session_cookies
+from app.api.deps import (
     AccessClaims,
     AuditDep,
     CallerAudit,
@@ -18,8 +16,10 @@ from app.deps import (
     RuntimeDep,
     ThrottledClient,
 )
+from app.api.openapi import BEARER_ERRORS, SESSION_COOKIES, problems
+from app.config import Settings
 from app.errors import InvalidToken, NotFound
-from app.openapi import BEARER_ERRORS, SESSION_COOKIES, problems
+from app.observability.audit import Event
 from app.schemas import (
     LoginRequest,
     PasswordChangeRequest,

@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 from fastapi.responses import HTMLResponse, Response
 
-from app.deps import SettingsDep
+from app.api.deps import SettingsDep
 from app.errors import NotFound
 
 router = APIRouter(include_in_schema=False)

@@ -3,8 +3,8 @@
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from app.deps import AccessClaims
-from app.openapi import BEARER_ERRORS, problems
+from app.api.deps import AccessClaims
+from app.api.openapi import BEARER_ERRORS, problems
 
 router = APIRouter(tags=["test"])
 

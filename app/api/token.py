@@ -9,8 +9,8 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from app.api.account import token_pair
-from app.audit import Audit, Event
-from app.deps import AuditDep, DbSession, RuntimeDep, ThrottledClient
+from app.api.deps import AuditDep, DbSession, RuntimeDep, ThrottledClient
+from app.api.openapi import SESSION_COOKIES, problems
 from app.errors import (
     AppError,
     InvalidCredentials,
@@ -18,7 +18,7 @@ from app.errors import (
     UnsupportedGrantType,
     oauth_response,
 )
-from app.openapi import SESSION_COOKIES, problems
+from app.observability.audit import Audit, Event
 from app.schemas import OAuthErrorBody, Text, TokenPair, canonical_email
 from app.services import accounts, sessions
 

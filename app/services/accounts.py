@@ -6,12 +6,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.audit import Audit, Event
 from app.db import release_before_slow_work
 from app.errors import EmailTaken, InvalidCredentials, Throttled, WeakPassword, WrongPassword
 from app.models import User
+from app.observability.audit import Audit, Event
 from app.security.passwords import PasswordHasher, password_problem
-from app.throttle import Throttle
+from app.stores.throttle import Throttle
 
 
 async def _by_email(db: AsyncSession, email: str) -> User | None:

@@ -11,12 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, aliased
 from sqlalchemy.sql.selectable import ScalarSelect
 
-from app.audit import Audit, Event
 from app.errors import InvalidToken, NotFound, RefreshTokenReused
 from app.models import IP_MAX_LENGTH, USER_AGENT_MAX_LENGTH, RefreshToken, User
-from app.revocations import RevokedSessions
+from app.observability.audit import Audit, Event
 from app.security.access_tokens import AccessTokenCodec
 from app.security.refresh_tokens import MAX_REFRESH_TOKEN_LENGTH, digest, new_refresh_token
+from app.stores.revocations import RevokedSessions
 
 T = TypeVar("T")
 

@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 from httpx2 import Response
 from sqlalchemy.orm import Session
 
-from app.audit import LOGGER_NAME, Audit, Event, JsonLines
 from app.config import Settings
 from app.main import create_app
+from app.observability.audit import LOGGER_NAME, Audit, Event, JsonLines
 from tests.factories import DEFAULT_PASSWORD, bearer, login, make_user
 
 AuditEvent = dict[str, Any]

@@ -7,8 +7,8 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.audit import Event
 from app.models import User
+from app.observability.audit import Event
 from tests.conftest import LiveServer
 from tests.factories import DEFAULT_PASSWORD, bearer, login, make_user
 

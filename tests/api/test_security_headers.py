@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 from httpx2 import Response
 from sqlalchemy.orm import Session
 
+from app.api.middleware import API_CONTENT_SECURITY_POLICY, new_request_id
 from app.config import Settings
 from app.main import create_app
-from app.middleware import API_CONTENT_SECURITY_POLICY, new_request_id
 from tests.factories import DEFAULT_PASSWORD, bearer, login, make_user
 
 APP_ORIGIN = "https://app.example.com"

@@ -16,13 +16,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from app.audit import Audit
 from app.config import Settings
 from app.db import create_engine_for, create_sessionmaker
 from app.models import RefreshToken
-from app.revocations import MemoryRevokedSessions
+from app.observability.audit import Audit
 from app.runtime import Runtime
 from app.services import sessions
+from app.stores.revocations import MemoryRevokedSessions
 from tests.factories import login, make_user
 
 # Long enough for the revocation to reach its lock wait before the rotation commits.

@@ -5,9 +5,9 @@ import asyncio
 from fastapi import APIRouter, Response
 from sqlalchemy import text
 
-from app.deps import RuntimeDep
+from app.api.deps import RuntimeDep
+from app.api.openapi import problems
 from app.errors import ServiceUnavailable
-from app.openapi import problems
 from app.schemas import Health, Jwks
 
 router = APIRouter(tags=["meta"])

@@ -8,9 +8,8 @@ from fastapi import Body, Depends, Request, Security
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.audit import Audit, Event
+from app.api.cookies import csrf_header_matches, refresh_cookie
 from app.config import Settings
-from app.cookies import csrf_header_matches, refresh_cookie
 from app.db import get_db
 from app.errors import (
     AuthenticationRequired,
@@ -22,6 +21,7 @@ from app.errors import (
     ValidationFailed,
 )
 from app.models import User
+from app.observability.audit import Audit, Event
 from app.runtime import Runtime
 from app.schemas import RefreshRequest
 from app.security import access_tokens

@@ -1,0 +1,1 @@
+"""Logging configuration, metrics and audit events."""

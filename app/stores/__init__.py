@@ -1,0 +1,1 @@
+"""Shared fast state behind one interface, memory:// or redis://: throttle, revoked sessions."""

@@ -199,4 +199,14 @@ def _serve_docs(app: FastAPI) -> dict[str, str]:
     }
 
 
-app = create_app()
+def __getattr__(name: str) -> FastAPI:
+    """`uvicorn app.main:app`: the app is built from the environment when first asked for.
+
+    Importing this module does nothing (no settings read, no key file written); the
+    factory form `uvicorn --factory app.main:create_app` is the same app.
+    """
+    if name == "app":
+        built = create_app()
+        globals()["app"] = built
+        return built
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

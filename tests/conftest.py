@@ -19,15 +19,11 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from sqlalchemy.engine import make_url
-
-# Set before anything imports the app: `app.main` builds an app from the environment.
-os.environ.setdefault("TOKEN_SECRET_KEY", secrets.token_urlsafe(48))
-
 from alembic.config import Config
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from alembic import command

@@ -3,6 +3,7 @@
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.metadata import version
 from importlib.resources import files
 from typing import Any
 
@@ -133,7 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_audit_log()
     app = Service(
         title="JWT auth API",
-        version="0.1.0",
+        version=version("jwt-auth-api"),
         description="Login with short-lived JWT access tokens and rotating refresh tokens.",
         lifespan=lifespan,
         docs_url=None,

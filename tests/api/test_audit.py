@@ -279,7 +279,7 @@ def test_a_request_without_credentials_is_not_an_audit_event(
 
 
 def test_the_ip_rate_limit_is_recorded(settings_env: dict[str, str], db: Session) -> None:
-    settings = Settings(**{**settings_env, "IP_RATE_LIMIT": "1/minute"})  # type: ignore[arg-type]
+    settings = Settings(**{**settings_env, "IP_RATE_LIMIT": "1/hour"})  # type: ignore[arg-type]
     capture = Capture()
     logging.getLogger(LOGGER_NAME).addHandler(capture)
     try:

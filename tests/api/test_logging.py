@@ -39,7 +39,7 @@ def test_a_whole_scenario_logs_every_audit_event_and_no_secret(
     ASVS 5.0 16.2.5 and 16.3.1: authentication decisions are logged, credentials are not.
     """
     make_user(db, email="ada@example.com", password=DEFAULT_PASSWORD)
-    server = live_server(LOGIN_MAX_FAILURES="3", IP_RATE_LIMIT="20/minute")
+    server = live_server(LOGIN_MAX_FAILURES="3", IP_RATE_LIMIT="20/hour")
     secret_key = server.env["TOKEN_SECRET_KEY"]
     new_password = "a brand new passphrase for ada"
     grace_password = "grace hopper's own passphrase"

@@ -141,7 +141,7 @@ def test_concurrent_guesses_cannot_slip_past_the_count(
 class TestIpRateLimit:
     @pytest.fixture
     def settings_env(self, settings_env: dict[str, str]) -> dict[str, str]:
-        return {**settings_env, "IP_RATE_LIMIT": "4/minute", "LOGIN_MAX_FAILURES": "100"}
+        return {**settings_env, "IP_RATE_LIMIT": "4/hour", "LOGIN_MAX_FAILURES": "100"}
 
     def test_login_token_refresh_and_register_share_one_bucket_per_client_ip(
         self, client: TestClient
@@ -182,7 +182,7 @@ def test_an_empty_ip_rate_limit_disables_it(client: TestClient) -> None:
 def test_x_forwarded_for_is_believed_only_from_trusted_proxies(
     live_server: Callable[..., LiveServer], trusted_proxies: str, separate_buckets: bool
 ) -> None:
-    server = live_server(command=SERVE, IP_RATE_LIMIT="2/minute", TRUSTED_PROXIES=trusted_proxies)
+    server = live_server(command=SERVE, IP_RATE_LIMIT="2/hour", TRUSTED_PROXIES=trusted_proxies)
 
     def refresh(forwarded_for: str) -> int:
         return httpx.post(

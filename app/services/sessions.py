@@ -12,8 +12,8 @@ from sqlalchemy.orm import InstrumentedAttribute, aliased
 from sqlalchemy.sql.selectable import ScalarSelect
 
 from app.audit import Audit, Event
-from app.errors import InvalidToken, NotFound, RefreshTokenReused
-from app.models import IP_MAX_LENGTH, USER_AGENT_MAX_LENGTH, RefreshToken, User
+from app.errors import AccountDisabled, InvalidCredentials, InvalidToken, NotFound, RefreshTokenReused
+from app.models import IP_MAX_LENGTH, USER_AGENT_MAX_LENGTH, RefreshToken, User, UserRole
 from app.revocations import RevokedSessions
 from app.security.access_tokens import AccessTokenCodec
 from app.security.refresh_tokens import MAX_REFRESH_TOKEN_LENGTH, digest, new_refresh_token
@@ -71,6 +71,16 @@ def _live(now: datetime, token: type[RefreshToken] = RefreshToken) -> ColumnElem
     )
 
 
+def _roles_of(user_id: ColumnElement[int]) -> ScalarSelect[str | None]:
+    """The user's roles as one comma-separated string (roles never hold a comma), or NULL."""
+    query = select(func.aggregate_strings(UserRole.role, ",")).where(UserRole.user_id == user_id)
+    return query.correlate_except(UserRole).scalar_subquery()
+
+
+def _split_roles(joined: str | None) -> list[str]:
+    return sorted(joined.split(",")) if joined else []
+
+
 def _seconds(later: datetime, now: datetime) -> int:
     return max(0, int((later - now).total_seconds()))
 
@@ -86,6 +96,7 @@ def _issue(
     session_expires_at: datetime,
     client: Client,
     now: datetime,
+    roles: Sequence[str] = (),
 ) -> tuple[RefreshToken, Grant]:
     refresh_token = new_refresh_token()
     row = RefreshToken(
@@ -108,6 +119,7 @@ def _issue(
         session_id=session_id,
         issued_at=now,
         expires_at=access_expires_at,
+        roles=roles,
     )
     grant = Grant(
         session_id=session_id,
@@ -128,17 +140,34 @@ async def start(
     now: datetime,
     audit: Audit,
 ) -> Grant:
-    """Begin a new session (family) for a user who just proved who they are."""
+    """Begin a new session (family) for a user who just proved who they are.
+
+    The UPDATE locks the user row that disabling and deletion also write, and
+    checks it again: a login racing them never yields a live session.
+    """
+    current = (
+        await db.execute(
+            update(User)
+            .where(User.id == user.id, User.is_active.is_(True))
+            .values(last_login_at=now)
+            .returning(User.email, User.phone_number, _roles_of(User.id).label("roles"))
+            .execution_options(synchronize_session=False)
+        )
+    ).one_or_none()
+    if current is None:
+        still_there = await db.scalar(select(exists().where(User.id == user.id)))
+        raise AccountDisabled() if still_there else InvalidCredentials()
     _, grant = _issue(
         db,
         issuer,
         user_id=user.id,
-        email=user.email,
-        phone=user.phone_number,
+        email=current.email,
+        phone=current.phone_number,
         session_id=uuid.uuid4(),
         session_expires_at=now + issuer.session_max,
         client=client,
         now=now,
+        roles=_split_roles(current.roles),
     )
     await db.flush()
     audit.record(Event.LOGIN_SUCCEEDED, user_id=user.id, session_id=grant.session_id)
@@ -179,6 +208,8 @@ async def rotate(
                 RefreshToken.session_expires_at,
                 of_user(User.email).label("email"),
                 of_user(User.phone_number).label("phone_number"),
+                # Roles changed by an admin reach the tokens at the next refresh.
+                _roles_of(RefreshToken.user_id).label("roles"),
             )
             .execution_options(synchronize_session=False)
         )
@@ -195,6 +226,7 @@ async def rotate(
         session_expires_at=spent.session_expires_at,
         client=client,
         now=now,
+        roles=_split_roles(spent.roles),
     )
     await db.flush()
     await db.execute(

@@ -48,6 +48,9 @@ def decode_cursor(cursor: str) -> int:
         raise invalid from None
     if not text.isdigit() or len(text) > len(str(MAX_USER_ID)) or int(text) > MAX_USER_ID:
         raise invalid
+    # Only the one encoding we hand out (no padding, no other spelling of the same bytes).
+    if encode_cursor(int(text)) != cursor:
+        raise invalid
     return int(text)
 
 

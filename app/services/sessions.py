@@ -71,14 +71,13 @@ def _live(now: datetime, token: type[RefreshToken] = RefreshToken) -> ColumnElem
     )
 
 
-def _roles_of(user_id: ColumnElement[int]) -> ScalarSelect[str | None]:
-    """The user's roles as one comma-separated string (roles never hold a comma), or NULL."""
-    query = select(func.aggregate_strings(UserRole.role, ",")).where(UserRole.user_id == user_id)
-    return query.correlate_except(UserRole).scalar_subquery()
+async def _roles_of(db: AsyncSession, user_id: int) -> list[str]:
+    """The user's roles now, sorted: one read of the user_roles primary key.
 
-
-def _split_roles(joined: str | None) -> list[str]:
-    return sorted(joined.split(",")) if joined else []
+    (A correlated subquery in the RETURNING clause would save the round trip, but SQLite
+    renders RETURNING columns unqualified, and user_roles.user_id would shadow the outer one.)
+    """
+    return sorted(await db.scalars(select(UserRole.role).where(UserRole.user_id == user_id)))
 
 
 def _seconds(later: datetime, now: datetime) -> int:
@@ -150,7 +149,7 @@ async def start(
             update(User)
             .where(User.id == user.id, User.is_active.is_(True))
             .values(last_login_at=now)
-            .returning(User.email, User.phone_number, _roles_of(User.id).label("roles"))
+            .returning(User.email, User.phone_number)
             .execution_options(synchronize_session=False)
         )
     ).one_or_none()
@@ -167,7 +166,7 @@ async def start(
         session_expires_at=now + issuer.session_max,
         client=client,
         now=now,
-        roles=_split_roles(current.roles),
+        roles=await _roles_of(db, user.id),
     )
     await db.flush()
     audit.record(Event.LOGIN_SUCCEEDED, user_id=user.id, session_id=grant.session_id)
@@ -208,8 +207,6 @@ async def rotate(
                 RefreshToken.session_expires_at,
                 of_user(User.email).label("email"),
                 of_user(User.phone_number).label("phone_number"),
-                # Roles changed by an admin reach the tokens at the next refresh.
-                _roles_of(RefreshToken.user_id).label("roles"),
             )
             .execution_options(synchronize_session=False)
         )
@@ -226,7 +223,8 @@ async def rotate(
         session_expires_at=spent.session_expires_at,
         client=client,
         now=now,
-        roles=_split_roles(spent.roles),
+        # Roles changed by an admin reach the tokens at the next refresh.
+        roles=await _roles_of(db, spent.user_id),
     )
     await db.flush()
     await db.execute(

@@ -122,8 +122,8 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _roles(names: Sequence[str]) -> list[str]:
-    """--role values as a set of valid role names; exits 2 with one line otherwise."""
+def _roles(names: Sequence[str]) -> list[str] | None:
+    """--role values as a set of valid role names; None (after one line) otherwise."""
     from pydantic import TypeAdapter, ValidationError
 
     from app.schemas import MAX_ROLES, Role
@@ -131,10 +131,12 @@ def _roles(names: Sequence[str]) -> list[str]:
     try:
         roles = TypeAdapter(list[Role]).validate_python(list(names))
     except ValidationError:
-        sys.exit("error: --role must match [a-z][a-z0-9_-]{0,31}")
+        print("error: --role must match [a-z][a-z0-9_-]{0,31}", file=sys.stderr)
+        return None
     unique = sorted(set(roles))
     if len(unique) > MAX_ROLES:
-        sys.exit(f"error: at most {MAX_ROLES} roles")
+        print(f"error: at most {MAX_ROLES} roles (--role)", file=sys.stderr)
+        return None
     return unique
 
 
@@ -145,6 +147,8 @@ def create_user(args: argparse.Namespace) -> int:
     from app.security.passwords import password_problem
 
     roles = _roles(args.role)
+    if roles is None:
+        return 2
     settings = load_settings()
     password = _read_password()
     try:

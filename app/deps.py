@@ -237,9 +237,7 @@ def require_role(role: str) -> Callable[..., Awaitable[User]]:
     from the token alone: a demoted admin loses its power at once.
     """
 
-    async def caller_with_role(
-        claims: AccessClaims, db: DbSession, audit: CallerAudit
-    ) -> User:
+    async def caller_with_role(claims: AccessClaims, db: DbSession, audit: CallerAudit) -> User:
         found = await accounts.user_with_role(db, user_id=claims.user_id, role=role)
         if found is None:
             raise InvalidToken("unknown user")

@@ -20,8 +20,12 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    # SQLite: rebuilt (batch mode) to add AUTOINCREMENT; elsewhere plain ALTERs.
+    sqlite = op.get_bind().dialect.name == "sqlite"
     with op.batch_alter_table(
-        "users", recreate="always", table_kwargs={"sqlite_autoincrement": True}
+        "users",
+        recreate="always" if sqlite else "auto",
+        table_kwargs={"sqlite_autoincrement": True},
     ) as batch:
         batch.add_column(
             sa.Column("is_active", sa.Boolean(), server_default=sa.true(), nullable=False)

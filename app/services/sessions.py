@@ -12,7 +12,13 @@ from sqlalchemy.orm import InstrumentedAttribute, aliased
 from sqlalchemy.sql.selectable import ScalarSelect
 
 from app.audit import Audit, Event
-from app.errors import AccountDisabled, InvalidCredentials, InvalidToken, NotFound, RefreshTokenReused
+from app.errors import (
+    AccountDisabled,
+    InvalidCredentials,
+    InvalidToken,
+    NotFound,
+    RefreshTokenReused,
+)
 from app.models import IP_MAX_LENGTH, USER_AGENT_MAX_LENGTH, RefreshToken, User, UserRole
 from app.revocations import RevokedSessions
 from app.security.access_tokens import AccessTokenCodec

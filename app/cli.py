@@ -1,4 +1,4 @@
-"""The jwt-auth-api command: serve, create-user, prune, keys generate."""
+"""The jwt-auth-api command: serve, create-user, delete-user, prune, keys generate."""
 
 import argparse
 import asyncio
@@ -58,6 +58,7 @@ async def _set_user(
     first_name: str | None = None,
     last_name: str | None = None,
     phone_number: str | None = None,
+    roles: Sequence[str] = (),
 ) -> None:
     from app.runtime import utc_now
     from app.security.passwords import PasswordHasher
@@ -79,6 +80,7 @@ async def _set_user(
             first_name=first_name,
             last_name=last_name,
             phone_number=phone_number,
+            roles=roles,
         )
 
     try:
@@ -120,12 +122,33 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _roles(names: Sequence[str]) -> list[str] | None:
+    """--role values as a set of valid role names; None (after one line) otherwise."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from app.schemas import MAX_ROLES, Role
+
+    try:
+        roles = TypeAdapter(list[Role]).validate_python(list(names))
+    except ValidationError:
+        print("error: --role must match [a-z][a-z0-9_-]{0,31}", file=sys.stderr)
+        return None
+    unique = sorted(set(roles))
+    if len(unique) > MAX_ROLES:
+        print(f"error: at most {MAX_ROLES} roles (--role)", file=sys.stderr)
+        return None
+    return unique
+
+
 def create_user(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from app.schemas import RegisterRequest
     from app.security.passwords import password_problem
 
+    roles = _roles(args.role)
+    if roles is None:
+        return 2
     settings = load_settings()
     password = _read_password()
     try:
@@ -153,9 +176,49 @@ def create_user(args: argparse.Namespace) -> int:
             first_name=request.first_name,
             last_name=request.last_name,
             phone_number=request.phone_number,
+            roles=roles,
         )
     )
-    print(f"user {request.email} is ready")
+    print(f"user {request.email} is ready" + (f" (roles: {', '.join(roles)})" if roles else ""))
+    return 0
+
+
+def delete_user(args: argparse.Namespace) -> int:
+    from app.models import User
+    from app.observability.audit import Audit, install_audit_log
+    from app.runtime import utc_now
+    from app.schemas import canonical_email
+    from app.services import accounts
+    from app.stores.revocations import revoked_sessions
+
+    settings = load_settings()
+    email = canonical_email(args.email)
+    # With redis:// the running service refuses the user's access tokens at once.
+    revoked = revoked_sessions(settings.RATE_LIMIT_STORAGE_URL, settings.TOKEN_ACCESS_TTL_SECONDS)
+    install_audit_log()
+    audit = Audit(request_id=None, ip=None, user_agent=None, path="cli:delete-user")
+
+    async def work(db: AsyncSession) -> bool:
+        from sqlalchemy import select
+
+        user = (
+            await db.scalars(select(User).where(User.email == email).with_for_update())
+        ).one_or_none()
+        if user is None:
+            return False
+        await accounts.delete_user(db, user=user, revoked=revoked, now=utc_now(), audit=audit)
+        return True
+
+    async def run() -> bool:
+        try:
+            return await _with_db(settings, work)
+        finally:
+            await revoked.close()
+
+    if not asyncio.run(run()):
+        print(f"error: no user {email}", file=sys.stderr)
+        return 1
+    print(f"user {email} deleted")
     return 0
 
 
@@ -286,7 +349,23 @@ def _parser() -> argparse.ArgumentParser:
     user.add_argument("--first-name")
     user.add_argument("--last-name")
     user.add_argument("--phone-number", help="E.164, such as +447700900123")
+    user.add_argument(
+        "--role",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a role of the user (repeatable); the roles given replace the user's roles, "
+        "none given leaves it none; --role admin makes an administrator",
+    )
     user.set_defaults(handler=create_user)
+
+    remove = commands.add_parser(
+        "delete-user",
+        help="delete a user, ending its sessions and access tokens",
+        description="As DELETE /admin/users/{id}: every session ends, then the user is deleted.",
+    )
+    remove.add_argument("--email", required=True)
+    remove.set_defaults(handler=delete_user)
 
     clean = commands.add_parser(
         "prune", help="delete the rows of sessions that ended over one access-token lifetime ago"

@@ -122,6 +122,28 @@ class CsrfFailed(AppError):
     default_detail = "the X-CSRF-Token header must equal the csrf_token cookie"
 
 
+class AccountDisabled(AppError):
+    """The right password of a disabled account (said only after the password was checked)."""
+
+    status = 403
+    slug = "account-disabled"
+    title = "Account disabled"
+    default_detail = "this account is disabled"
+    oauth_error = "invalid_grant"
+
+
+class Forbidden(AppError):
+    """A valid token whose user lacks the role the route needs (RFC 6750 §3.1)."""
+
+    status = 403
+    slug = "forbidden"
+    title = "Forbidden"
+    default_detail = "the caller lacks the role this resource needs"
+
+    def headers(self, realm: str) -> dict[str, str]:
+        return {"WWW-Authenticate": _bearer_challenge(realm, error="insufficient_scope")}
+
+
 class NotFound(AppError):
     status = 404
     slug = "not-found"
@@ -141,6 +163,13 @@ class EmailTaken(AppError):
     slug = "email-taken"
     title = "Email already registered"
     default_detail = "an account with this email already exists"
+
+
+class Conflict(AppError):
+    status = 409
+    slug = "conflict"
+    title = "Conflict"
+    default_detail = "the request conflicts with the current state of the resource"
 
 
 class RequestTooLarge(AppError):

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from app.api import account, demo, health, protected, token
+from app.api import account, admin, demo, health, protected, token
 from app.api.middleware import BodyLimit, SecurityHeaders, page_policy
 from app.api.openapi import install_openapi
 from app.config import Settings, load_settings
@@ -154,13 +154,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CORSMiddleware,
             allow_origins=settings.CORS_ORIGINS,
             allow_credentials=True,
-            allow_methods=["GET", "POST", "DELETE"],
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=CORS_REQUEST_HEADERS,
             expose_headers=CORS_RESPONSE_HEADERS,
         )
 
     # The protected route first: routes are matched in order, and it is the hot one.
-    for module in (protected, account, token, health, demo):
+    for module in (protected, account, token, admin, health, demo):
         app.include_router(module.router)
     app.page_policies = _serve_docs(app)
     install_openapi(app)

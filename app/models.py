@@ -3,7 +3,7 @@
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, LargeBinary, String, Uuid
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Uuid, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime
@@ -12,11 +12,18 @@ EMAIL_MAX_LENGTH = 300
 NAME_MAX_LENGTH = 300
 PHONE_MAX_LENGTH = 16
 USER_AGENT_MAX_LENGTH = 512
+ROLE_MAX_LENGTH = 32
 IP_MAX_LENGTH = 45  # the longest textual IPv6 address
 
 
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = (
+        # PostgreSQL uses it for `email LIKE 'prefix%'` (the admin search) in any collation.
+        Index("ix_users_email_pattern", "email", postgresql_ops={"email": "varchar_pattern_ops"}),
+        # SQLite: AUTOINCREMENT, so a deleted user's id is never given to a new user.
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # Canonical form (trimmed, NFKC, lower-case), so uniqueness holds across case and width.
@@ -26,6 +33,19 @@ class User(Base):
     last_name: Mapped[str | None] = mapped_column(String(NAME_MAX_LENGTH))
     phone_number: Mapped[str | None] = mapped_column(String(PHONE_MAX_LENGTH))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class UserRole(Base):
+    """One role of a user; `admin` is the one the service itself checks."""
+
+    __tablename__ = "user_roles"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    role: Mapped[str] = mapped_column(String(ROLE_MAX_LENGTH), primary_key=True)
 
 
 class RefreshToken(Base):

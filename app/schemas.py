@@ -11,6 +11,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
     WithJsonSchema,
     field_validator,
@@ -18,6 +19,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from app.models import EMAIL_MAX_LENGTH, NAME_MAX_LENGTH
+
+MAX_ROLES = 16
 
 
 def _storable(value: str) -> str:
@@ -152,6 +155,64 @@ class UserProfile(BaseModel):
     last_name: str | None
     phone_number: str | None
     created_at: datetime
+
+
+# Lower-case names; `admin` is the one the service itself checks.
+Role = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
+
+
+def _role_set(roles: list[str]) -> list[str]:
+    # A set of roles: duplicates collapse, and a token stays far below the 8 KiB limit.
+    unique = sorted(set(roles))
+    if len(unique) > MAX_ROLES:
+        raise ValueError(f"at most {MAX_ROLES} roles")
+    return unique
+
+
+class AdminUserView(BaseModel):
+    """The user profile plus what an administrator manages."""
+
+    id: int
+    email: str
+    email_verified: bool
+    first_name: str | None
+    last_name: str | None
+    phone_number: str | None
+    created_at: datetime
+    two_factor_enabled: bool
+    is_active: bool
+    roles: list[str] = Field(description="sorted")
+    last_login_at: datetime | None = Field(description="null before the first login")
+
+
+class AdminUserPage(BaseModel):
+    items: list[AdminUserView]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null last")
+
+
+class AdminUserUpdate(BaseModel):
+    """Any of the fields; an absent field is left as it is."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"is_active": False}, {"roles": ["admin"]}]},
+    )
+
+    is_active: StrictBool | None = None
+    roles: Annotated[list[Role], AfterValidator(_role_set)] | None = Field(
+        default=None, description=f"replaces the user's roles; at most {MAX_ROLES}"
+    )
+    two_factor_enabled: Literal[False] | None = Field(
+        default=None, description="false switches the user's second factor off"
+    )
+
+    @field_validator("is_active", "roles", "two_factor_enabled", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        # Runs only on a submitted value: absent leaves the field alone, null is no value.
+        if value is None:
+            raise PydanticCustomError("missing", "must not be null")
+        return value
 
 
 class SessionInfo(BaseModel):

@@ -15,6 +15,12 @@ Run it beside the service (the service must sign with RS256, ES256 or EdDSA):
     uvicorn --app-dir examples resource_server:app --port 8001
 
     curl -s http://127.0.0.1:8001/hello -H "Authorization: Bearer $ACCESS"
+    curl -s http://127.0.0.1:8001/admin/hello -H "Authorization: Bearer $ACCESS"
+
+`/admin/hello` needs the role `admin` in the token's `roles` claim. The claim holds the
+roles the user had when the token was minted (a role given or taken by an administrator
+reaches the tokens at their next refresh), so a resource server's role checks lag by at
+most one access-token lifetime; a token minted before roles existed has none.
 
 Settings (environment variables): `JWKS_URL`, `TOKEN_ISSUER` and `TOKEN_AUDIENCE` (required,
 equal to the service's), `TOKEN_LEEWAY_SECONDS` (default 0), `JWKS_CACHE_SECONDS` (how long
@@ -25,6 +31,7 @@ the service).
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -189,6 +196,29 @@ def access_claims(request: Request) -> dict[str, Any]:
 Claims = Annotated[dict[str, Any], Depends(access_claims)]
 
 
+class Forbidden(HTTPException):
+    """RFC 6750 §3.1: a valid token without the scope (here, the role) the resource needs."""
+
+    def __init__(self, role: str) -> None:
+        super().__init__(
+            403,
+            f"the {role} role is required",
+            {"WWW-Authenticate": 'Bearer error="insufficient_scope"'},
+        )
+
+
+def require_role(role: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A dependency: the claims of a token whose `roles` claim holds `role`."""
+
+    def with_role(claims: Claims) -> dict[str, Any]:
+        roles = claims.get("roles", [])
+        if not isinstance(roles, list) or role not in roles:
+            raise Forbidden(role)
+        return claims
+
+    return with_role
+
+
 @app.get("/health")
 async def health() -> dict[str, str]:
     return {"status": "ok"}
@@ -198,3 +228,11 @@ async def health() -> dict[str, str]:
 async def hello(claims: Claims) -> dict[str, Any]:
     """A protected resource: who the token says the caller is."""
     return {"sub": claims["sub"], "email": claims.get("email")}
+
+
+@app.get("/admin/hello")
+async def admin_hello(
+    claims: Annotated[dict[str, Any], Depends(require_role("admin"))],
+) -> dict[str, Any]:
+    """A resource for administrators only: the token's `roles` must include `admin`."""
+    return {"sub": claims["sub"], "roles": claims["roles"]}

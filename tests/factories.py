@@ -1,5 +1,6 @@
 """Plain factory functions for tests: users in the database, logins through the API."""
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -9,7 +10,7 @@ from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 from sqlalchemy.orm import Session
 
-from app.models import User
+from app.models import User, UserRole
 from app.security.passwords import normalize_password
 
 DEFAULT_PASSWORD = "a long enough test passphrase"
@@ -27,6 +28,8 @@ def make_user(
     password: str = DEFAULT_PASSWORD,
     phone_number: str | None = None,
     password_hash: str | None = None,
+    roles: Sequence[str] = (),
+    is_active: bool = True,
 ) -> User:
     """A committed user; `email` must already be canonical (lower-case)."""
     user = User(
@@ -36,8 +39,11 @@ def make_user(
         last_name="Lovelace",
         phone_number=phone_number,
         created_at=datetime.now(UTC).replace(microsecond=0),
+        is_active=is_active,
     )
     db.add(user)
+    db.flush()
+    db.add_all(UserRole(user_id=user.id, role=role) for role in roles)
     db.commit()
     return user
 

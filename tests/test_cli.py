@@ -12,10 +12,14 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
+from app.models import User
 from app.security.keys import load_private_key, load_public_key
 from tests.conftest import ROOT, free_port
-from tests.factories import bearer
+from tests.factories import bearer, login, make_user
 
 COMMAND = str(Path(sys.executable).parent / "jwt-auth-api")
 
@@ -34,7 +38,9 @@ def run(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.Com
 
 
 @pytest.mark.parametrize(
-    "args", [[], ["serve"], ["create-user"], ["prune"], ["keys"], ["keys", "generate"]], ids=str
+    "args",
+    [[], ["serve"], ["create-user"], ["delete-user"], ["prune"], ["keys"], ["keys", "generate"]],
+    ids=str,
 )
 def test_every_command_has_help(args: list[str]) -> None:
     result = run([*args, "--help"], {})
@@ -131,6 +137,75 @@ def test_create_user_refuses_bad_input_with_one_line(
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# roles and delete-user
+
+
+def test_create_user_with_roles_makes_an_administrator(
+    settings_env: dict[str, str], client: TestClient
+) -> None:
+    password = "a brand new operator passphrase"
+    result = run(
+        ["create-user", "--email", "op@example.com", "--role", "admin", "--role", "support"],
+        settings_env,
+        stdin=password + "\n",
+    )
+    assert result.returncode == 0, result.stderr
+    token = login(client, "op@example.com", password)["access_token"]
+    listed = client.get("/admin/users", headers=bearer(token))
+    assert listed.status_code == 200
+    assert listed.json()["items"][0]["roles"] == ["admin", "support"]
+
+    # Run again, the roles given replace the user's roles.
+    again = run(
+        ["create-user", "--email", "op@example.com", "--role", "support"],
+        settings_env,
+        stdin=password + "\n",
+    )
+    assert again.returncode == 0, again.stderr
+    token = login(client, "op@example.com", password)["access_token"]
+    assert client.get("/admin/users", headers=bearer(token)).status_code == 403
+
+
+@pytest.mark.parametrize("role", ["Admin", "9lives", "a b", "x" * 33, ""])
+def test_create_user_refuses_a_bad_role_with_one_line(
+    settings_env: dict[str, str], role: str
+) -> None:
+    result = run(
+        ["create-user", "--email", "op@example.com", "--role", role],
+        settings_env,
+        stdin="a long enough passphrase\n",
+    )
+    assert result.returncode == 2
+    assert "--role" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_delete_user_removes_the_user_and_ends_its_sessions(
+    settings_env: dict[str, str], client: TestClient, db: Session
+) -> None:
+    make_user(db)
+    pair = login(client)
+
+    result = run(["delete-user", "--email", "ADA@example.com"], settings_env)
+
+    assert result.returncode == 0, result.stderr
+    assert "ada@example.com" in result.stdout
+    assert '"event":"user_deleted"' in result.stderr
+    refresh = client.post("/account/refresh", json={"refresh_token": pair["refresh_token"]})
+    assert refresh.status_code == 401
+    wrong = client.post("/account/login", json={"email": "ada@example.com", "password": "x" * 20})
+    assert wrong.status_code == 400
+    assert db.scalar(select(func.count()).select_from(User)) == 0
+
+
+def test_delete_user_of_an_unknown_email_fails_with_one_line(
+    settings_env: dict[str, str],
+) -> None:
+    result = run(["delete-user", "--email", "nobody@example.com"], settings_env)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: no user nobody@example.com"
 
 
 # keys generate

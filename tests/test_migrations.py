@@ -7,7 +7,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
 from alembic import command
@@ -54,5 +54,53 @@ def test_the_models_and_the_migrations_do_not_drift(empty_database_url: str) -> 
         with engine.connect() as connection:
             context = MigrationContext.configure(connection, opts={"compare_type": True})
             assert compare_metadata(context, Base.metadata) == []
+    finally:
+        engine.dispose()
+
+
+def test_roles_migration_keeps_existing_users_active_with_no_roles_and_goes_down(
+    empty_database_url: str,
+) -> None:
+    config = _config(empty_database_url)
+    engine = create_engine(sync_url(empty_database_url))
+    try:
+        command.upgrade(config, "0002")
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO users (email, password_hash, created_at) "
+                    "VALUES ('old@example.com', 'x', CURRENT_TIMESTAMP)"
+                )
+            )
+        command.upgrade(config, "0007")
+        with engine.connect() as connection:
+            row = connection.execute(
+                text("SELECT is_active, last_login_at FROM users WHERE email = 'old@example.com'")
+            ).one()
+            roles = connection.execute(text("SELECT count(*) FROM user_roles")).scalar_one()
+        assert bool(row.is_active) is True
+        assert row.last_login_at is None
+        assert roles == 0
+        indexes = {index["name"] for index in inspect(engine).get_indexes("users")}
+        assert "ix_users_email_pattern" in indexes
+        if engine.dialect.name == "postgresql":
+            # The admin search's `email LIKE 'prefix%'` is answered from the pattern index.
+            with engine.begin() as connection:
+                connection.execute(text("SET LOCAL enable_seqscan = off"))
+                plan = "\n".join(
+                    connection.execute(
+                        text("EXPLAIN SELECT id FROM users WHERE email LIKE :p ESCAPE '\\'"),
+                        {"p": "old%"},
+                    ).scalars()
+                )
+            assert "ix_users_email_pattern" in plan, plan
+
+        command.downgrade(config, "0002")
+        inspector = inspect(engine)
+        assert "user_roles" not in inspector.get_table_names()
+        columns = {column["name"] for column in inspector.get_columns("users")}
+        assert not {"is_active", "last_login_at"} & columns
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT count(*) FROM users")).scalar_one() == 1
     finally:
         engine.dispose()

@@ -130,3 +130,28 @@ def test_the_example_validates_tokens_from_the_jwks_url_across_a_key_rotation(
     assert removed.status_code == 401
     assert 'error_description="unknown or missing key id"' in removed.headers["WWW-Authenticate"]
     assert hello(example, new_token).status_code == 200
+
+
+def test_the_examples_admin_route_needs_the_admin_role_in_the_token(
+    live_server: Callable[..., LiveServer],
+    resource_server: Callable[[LiveServer], LiveServer],
+    db: Session,
+    tmp_path: Path,
+) -> None:
+    root = make_user(db, email="root@example.com", roles=["admin"])
+    make_user(db)
+    service = live_server(
+        TOKEN_ALGORITHM="RS256", TOKEN_PRIVATE_KEY_FILE=str(private_key_file(tmp_path, "RS256"))
+    )
+    example = resource_server(service)
+    with httpx.Client(base_url=service.url) as api:
+        admin_token = login(api, "root@example.com")["access_token"]
+        user_token = login(api)["access_token"]
+
+    allowed = httpx.get(f"{example.url}/admin/hello", headers=bearer(admin_token), timeout=10)
+    assert allowed.status_code == 200, allowed.text
+    assert allowed.json() == {"sub": str(root.id), "roles": ["admin"]}
+    refused = httpx.get(f"{example.url}/admin/hello", headers=bearer(user_token), timeout=10)
+    assert refused.status_code == 403
+    assert refused.headers["WWW-Authenticate"] == 'Bearer error="insufficient_scope"'
+    assert hello(example, user_token).status_code == 200

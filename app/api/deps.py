@@ -2,6 +2,7 @@
 
 import dataclasses
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Body, Depends, Request, Security
@@ -14,6 +15,7 @@ from app.db import get_db
 from app.errors import (
     AuthenticationRequired,
     CsrfFailed,
+    Forbidden,
     InvalidAuthorizationRequest,
     InvalidToken,
     ServiceUnavailable,
@@ -26,6 +28,7 @@ from app.runtime import Runtime
 from app.schemas import RefreshRequest
 from app.security import access_tokens
 from app.security.access_tokens import TokenRejected
+from app.services import accounts
 from app.services.sessions import Client
 
 log = logging.getLogger("app.auth")
@@ -218,7 +221,36 @@ async def get_current_user(claims: AccessClaims, db: DbSession) -> User:
     user = await db.get(User, claims.user_id)
     if user is None:
         raise InvalidToken("unknown user")
+    if not user.is_active:
+        # Disabling ends every session; this holds even if a revocation was lost.
+        raise InvalidToken("account disabled")
     return user
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def require_role(role: str) -> Callable[..., Awaitable[User]]:
+    """A dependency: the caller's user row, if that user has `role` now.
+
+    The role is read from the database in the same statement as the row, never
+    from the token alone: a demoted admin loses its power at once.
+    """
+
+    async def caller_with_role(claims: AccessClaims, db: DbSession, audit: CallerAudit) -> User:
+        found = await accounts.user_with_role(db, user_id=claims.user_id, role=role)
+        if found is None:
+            raise InvalidToken("unknown user")
+        user, has_role = found
+        if not user.is_active:
+            raise InvalidToken("account disabled")
+        if not has_role:
+            audit.record(Event.ACCESS_FORBIDDEN, required_role=role)
+            # RFC 6750 §3.1: insufficient_scope, 403.
+            raise Forbidden(f"the {role} role is required")
+        return user
+
+    return caller_with_role
+
+
+AdminUser = Annotated[User, Depends(require_role("admin"))]

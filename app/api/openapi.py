@@ -11,7 +11,8 @@ from app.schemas import Problem, ValidationProblem
 DESCRIPTIONS = {
     400: "Bad request",
     401: "Missing, invalid or expired bearer token",
-    403: "Cookie mode: the X-CSRF-Token header is missing or differs from the csrf_token cookie",
+    403: "Cookie mode: the X-CSRF-Token header is missing or differs from the csrf_token "
+    "cookie; on /admin: the caller lacks the admin role (`insufficient_scope`)",
     404: "Not found",
     409: "Conflict",
     413: "Request body over 64 KiB",
@@ -91,6 +92,9 @@ def install_openapi(app: FastAPI) -> None:
 def _validation_never_answers(operation: dict[str, Any]) -> bool:
     """FastAPI adds a 422 to every operation with parameters; ours come only from bodies,
     and the OAuth token endpoint answers malformed input with its own 400."""
+    declared = operation["responses"].get("422", {}).get("content", {}).get("application/json", {})
+    if declared.get("schema", {}).get("$ref", "").endswith("/ValidationProblem"):
+        return False  # declared by the route itself: its query or path can be invalid
     if "requestBody" not in operation:
         return True
     oauth_400 = operation["responses"].get("400", {}).get("content", {}).get("application/json")

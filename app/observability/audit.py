@@ -38,6 +38,11 @@ class Event(StrEnum):
     PASSWORD_CHANGE_FAILED = "password_change_failed"  # noqa: S105 - an event name
     SESSION_REVOKED = "session_revoked"
     ACCESS_TOKEN_REJECTED = "access_token_rejected"  # noqa: S105 - an event name
+    ACCESS_FORBIDDEN = "access_forbidden"
+    USER_DISABLED = "user_disabled"
+    USER_ENABLED = "user_enabled"
+    ROLES_CHANGED = "roles_changed"
+    USER_DELETED = "user_deleted"
 
 
 # Events that may be an attack in progress (OWASP Logging Vocabulary: authn_*_fail,
@@ -50,6 +55,7 @@ WARNINGS = frozenset(
         Event.REFRESH_REUSE_DETECTED,
         Event.PASSWORD_CHANGE_FAILED,
         Event.ACCESS_TOKEN_REJECTED,
+        Event.ACCESS_FORBIDDEN,
     }
 )
 

@@ -4,7 +4,7 @@ import base64
 import json
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -74,6 +74,7 @@ class AccessTokenCodec:
         session_id: uuid.UUID,
         issued_at: datetime,
         expires_at: datetime,
+        roles: Sequence[str] = (),
     ) -> str:
         claims: dict[str, Any] = {
             "iss": self._issuer,
@@ -85,6 +86,8 @@ class AccessTokenCodec:
             "jti": uuid.uuid4().hex,
             "sid": str(session_id),
             "email": email,
+            # Read by resource servers; the service's own role checks read the database.
+            "roles": sorted(roles),
         }
         if phone:
             claims["phone"] = phone

@@ -1,16 +1,27 @@
-"""Account use cases: register, authenticate, change password, create or reset a user."""
+"""Account use cases: register, authenticate, change password, create, disable or delete a user."""
 
+import uuid
+from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import delete, exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import release_before_slow_work
-from app.errors import EmailTaken, InvalidCredentials, Throttled, WeakPassword, WrongPassword
-from app.models import User
+from app.errors import (
+    AccountDisabled,
+    EmailTaken,
+    InvalidCredentials,
+    Throttled,
+    WeakPassword,
+    WrongPassword,
+)
+from app.models import User, UserRole
 from app.observability.audit import Audit, Event
 from app.security.passwords import PasswordHasher, password_problem
+from app.services import sessions
+from app.stores.revocations import RevokedSessions
 from app.stores.throttle import Throttle
 
 
@@ -88,6 +99,10 @@ async def authenticate(
         reason = "unknown email" if user is None else "wrong password"
         audit.record(Event.LOGIN_FAILED, user_id=user.id if user else None, reason=reason)
         raise InvalidCredentials()
+    if not user.is_active:
+        # Said only after the right password, so it reveals nothing to a guesser.
+        audit.record(Event.LOGIN_FAILED, user_id=user.id, reason="account disabled")
+        raise AccountDisabled()
     await throttle.login_succeeded(email)
     if new_hash is not None:
         # The stored hash used other argon2 parameters: upgrade it now that we know the password.
@@ -126,8 +141,12 @@ async def set_user(
     first_name: str | None = None,
     last_name: str | None = None,
     phone_number: str | None = None,
+    roles: Iterable[str] = (),
 ) -> User:
-    """Create the account, or reset its password if it exists (the CLI's create-user and --demo)."""
+    """Create the account, or reset its password if it exists (the CLI's create-user and --demo).
+
+    The user's roles become `roles`, replacing any it had.
+    """
     password_hash = await hasher.hash(password)
     user = await _by_email(db, email)
     if user is None:
@@ -138,4 +157,60 @@ async def set_user(
     user.last_name = last_name if last_name is not None else user.last_name
     user.phone_number = phone_number if phone_number is not None else user.phone_number
     await db.flush()
+    await set_roles(db, user_id=user.id, roles=roles)
     return user
+
+
+async def roles_of(db: AsyncSession, *, user_id: int) -> list[str]:
+    """The user's roles, sorted."""
+    found = await db.scalars(select(UserRole.role).where(UserRole.user_id == user_id))
+    return sorted(found)
+
+
+async def set_roles(db: AsyncSession, *, user_id: int, roles: Iterable[str]) -> None:
+    """Replace the user's roles (already validated); the caller holds the user row's lock."""
+    await db.execute(delete(UserRole).where(UserRole.user_id == user_id))
+    db.add_all(UserRole(user_id=user_id, role=role) for role in sorted(set(roles)))
+    await db.flush()
+
+
+async def user_with_role(db: AsyncSession, *, user_id: int, role: str) -> tuple[User, bool] | None:
+    """The user and whether it has `role` now, in one statement; None for no such user."""
+    has_role = exists().where(UserRole.user_id == User.id, UserRole.role == role)
+    row = (
+        await db.execute(select(User, has_role.label("has_role")).where(User.id == user_id))
+    ).one_or_none()
+    return None if row is None else (row[0], bool(row[1]))
+
+
+async def end_every_session(
+    db: AsyncSession, *, user: User, revoked: RevokedSessions, now: datetime
+) -> set[uuid.UUID]:
+    """End every session of the user and cut its live access tokens at once (disabling,
+    deleting): the one place where a user loses all its sessions by an operator's hand."""
+    return await sessions.end_all(db, user_id=user.id, revoked=revoked, now=now)
+
+
+async def delete_user(
+    db: AsyncSession,
+    *,
+    user: User,
+    revoked: RevokedSessions,
+    now: datetime,
+    audit: Audit,
+    actor_id: int | None = None,
+) -> None:
+    """Delete the user: its sessions end first (their records outlive it), then its row
+    goes, and the foreign keys' cascades take its tokens and roles with it."""
+    ended = await end_every_session(db, user=user, revoked=revoked, now=now)
+    await db.execute(
+        delete(User).where(User.id == user.id).execution_options(synchronize_session=False)
+    )
+    if user in db:
+        db.expunge(user)
+    audit.record(
+        Event.USER_DELETED,
+        actor_id=actor_id,
+        target_user_id=user.id,
+        sessions_ended=len(ended),
+    )

@@ -11,8 +11,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, aliased
 from sqlalchemy.sql.selectable import ScalarSelect
 
-from app.errors import InvalidToken, NotFound, RefreshTokenReused
-from app.models import IP_MAX_LENGTH, USER_AGENT_MAX_LENGTH, RefreshToken, User
+from app.errors import (
+    AccountDisabled,
+    InvalidCredentials,
+    InvalidToken,
+    NotFound,
+    RefreshTokenReused,
+)
+from app.models import IP_MAX_LENGTH, USER_AGENT_MAX_LENGTH, RefreshToken, User, UserRole
 from app.observability.audit import Audit, Event
 from app.security.access_tokens import AccessTokenCodec
 from app.security.refresh_tokens import MAX_REFRESH_TOKEN_LENGTH, digest, new_refresh_token
@@ -71,6 +77,15 @@ def _live(now: datetime, token: type[RefreshToken] = RefreshToken) -> ColumnElem
     )
 
 
+async def _roles_of(db: AsyncSession, user_id: int) -> list[str]:
+    """The user's roles now, sorted: one read of the user_roles primary key.
+
+    (A correlated subquery in the RETURNING clause would save the round trip, but SQLite
+    renders RETURNING columns unqualified, and user_roles.user_id would shadow the outer one.)
+    """
+    return sorted(await db.scalars(select(UserRole.role).where(UserRole.user_id == user_id)))
+
+
 def _seconds(later: datetime, now: datetime) -> int:
     return max(0, int((later - now).total_seconds()))
 
@@ -86,6 +101,7 @@ def _issue(
     session_expires_at: datetime,
     client: Client,
     now: datetime,
+    roles: Sequence[str] = (),
 ) -> tuple[RefreshToken, Grant]:
     refresh_token = new_refresh_token()
     row = RefreshToken(
@@ -108,6 +124,7 @@ def _issue(
         session_id=session_id,
         issued_at=now,
         expires_at=access_expires_at,
+        roles=roles,
     )
     grant = Grant(
         session_id=session_id,
@@ -128,17 +145,34 @@ async def start(
     now: datetime,
     audit: Audit,
 ) -> Grant:
-    """Begin a new session (family) for a user who just proved who they are."""
+    """Begin a new session (family) for a user who just proved who they are.
+
+    The UPDATE locks the user row that disabling and deletion also write, and
+    checks it again: a login racing them never yields a live session.
+    """
+    current = (
+        await db.execute(
+            update(User)
+            .where(User.id == user.id, User.is_active.is_(True))
+            .values(last_login_at=now)
+            .returning(User.email, User.phone_number)
+            .execution_options(synchronize_session=False)
+        )
+    ).one_or_none()
+    if current is None:
+        still_there = await db.scalar(select(exists().where(User.id == user.id)))
+        raise AccountDisabled() if still_there else InvalidCredentials()
     _, grant = _issue(
         db,
         issuer,
         user_id=user.id,
-        email=user.email,
-        phone=user.phone_number,
+        email=current.email,
+        phone=current.phone_number,
         session_id=uuid.uuid4(),
         session_expires_at=now + issuer.session_max,
         client=client,
         now=now,
+        roles=await _roles_of(db, user.id),
     )
     await db.flush()
     audit.record(Event.LOGIN_SUCCEEDED, user_id=user.id, session_id=grant.session_id)
@@ -195,6 +229,8 @@ async def rotate(
         session_expires_at=spent.session_expires_at,
         client=client,
         now=now,
+        # Roles changed by an admin reach the tokens at the next refresh.
+        roles=await _roles_of(db, spent.user_id),
     )
     await db.flush()
     await db.execute(

@@ -156,7 +156,7 @@ def test_every_protected_operation_documents_the_400_of_two_ways_of_sending_a_to
         if method in HTTP_METHODS and operation.get("security")
     ]
 
-    assert len(protected) == 6
+    assert len(protected) == 10
     assert [
         (path, method)
         for path, method in protected
@@ -280,7 +280,7 @@ def test_every_protected_operation_documents_its_401_and_the_www_authenticate_he
             assert response is not None, f"{method.upper()} {path}"
             assert "WWW-Authenticate" in response["headers"], f"{method.upper()} {path}"
 
-    assert protected == 6
+    assert protected == 10
 
 
 @pytest.mark.parametrize("path", ["/account/refresh", "/account/logout"])

@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 
 # Set before anything imports the app: `app.main` builds an app from the environment.
 os.environ.setdefault("TOKEN_SECRET_KEY", secrets.token_urlsafe(48))
+os.environ.setdefault("DATA_ENCRYPTION_KEY", secrets.token_urlsafe(48))
 
 from alembic.config import Config
 from fastapi import FastAPI
@@ -117,6 +118,7 @@ def database_url(migrated_database_url: str, sync_engine: Engine) -> Iterator[st
     """The migrated database, emptied after the test, so every test starts from a clean one."""
     yield migrated_database_url
     with sync_engine.begin() as connection:
+        connection.execute(text("DELETE FROM mail_outbox"))
         connection.execute(text("DELETE FROM refresh_tokens"))
         connection.execute(text("DELETE FROM users"))
 
@@ -149,6 +151,7 @@ def settings_env(database_url: str, storage_url: str) -> dict[str, str]:
         "DATABASE_URL": database_url,
         "RATE_LIMIT_STORAGE_URL": storage_url,
         "TOKEN_SECRET_KEY": secrets.token_urlsafe(48),
+        "DATA_ENCRYPTION_KEY": secrets.token_urlsafe(48),
         "TOKEN_ISSUER": "http://testserver",
         # Tests share one client address; the IP limit has tests of its own.
         "IP_RATE_LIMIT": "",

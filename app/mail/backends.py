@@ -100,7 +100,7 @@ class SmtpBackend:
             # The timeout bounds the whole exchange, not each command: a relay that
             # trickles its answers cannot hold the sender (or its lease) for longer.
             async with asyncio.timeout(self.timeout):
-                _refused, reply = await aiosmtplib.send(
+                await aiosmtplib.send(
                     message,
                     hostname=self.host,
                     port=self.port,
@@ -123,8 +123,7 @@ class SmtpBackend:
             raise MailNotSent(f"the relay answered SMTP {exc.code}") from None
         except (aiosmtplib.SMTPException, OSError) as exc:
             raise MailNotSent(f"cannot reach the relay ({type(exc).__name__})") from None
-        code = reply.split(maxsplit=1)[0] if reply.strip() else "no reply code"
-        return f"the relay at {self.host}:{self.port} accepted it ({code})"
+        return f"the relay at {self.host}:{self.port} accepted it"
 
 
 def backend_for(settings: Settings) -> MailBackend:

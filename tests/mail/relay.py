@@ -30,7 +30,7 @@ class _Inbox:
         self.messages: list[Message] = []
         self.lock = threading.Lock()
 
-    async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
+    async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
     ) -> str:
         if address.startswith(REFUSED_PREFIX):
@@ -38,9 +38,7 @@ class _Inbox:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(  # noqa: N802 - aiosmtpd's hook name
-        self, server: Any, session: Any, envelope: Any
-    ) -> str:
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         with self.lock:
             self.messages.append(message_from_bytes(envelope.original_content))
         return "250 Message accepted for delivery"
@@ -135,9 +133,7 @@ def queue_mail(
 
 def outbox_row(engine: Engine, mail_id: int) -> dict[str, Any]:
     with engine.connect() as connection:
-        row = connection.execute(
-            select(MailOutbox.__table__).where(MailOutbox.id == mail_id)
-        ).one()
+        row = connection.execute(select(MailOutbox.__table__).where(MailOutbox.id == mail_id)).one()
         return dict(row._mapping)
 
 

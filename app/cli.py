@@ -1,4 +1,4 @@
-"""The jwt-auth-api command: serve, create-user, delete-user, prune, keys generate."""
+"""The jwt-auth-api command: serve, create-user, delete-user, prune, keys, send-test-mail."""
 
 import argparse
 import asyncio
@@ -257,6 +257,43 @@ def prune(args: argparse.Namespace) -> int:
     return 0
 
 
+TEST_MAIL_SUBJECT = "Test mail from JWT auth API"
+TEST_MAIL_BODY = (
+    "This mail was sent by `jwt-auth-api send-test-mail` to check the mail settings.\n"
+    "It reached you, so verification and password-reset mail can too.\n"
+)
+
+
+def send_test_mail(args: argparse.Namespace) -> int:
+    """One mail through the configured backend now, bypassing the outbox: one line says
+    whether the relay accepted it, and the exit status too."""
+    from email_validator import EmailNotValidError, validate_email
+
+    from app.mail.backends import MailNotSent, backend_for, build_message
+    from app.runtime import utc_now
+
+    settings = load_settings()
+    try:
+        address = validate_email(args.to, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        print(f"error: --to {exc}", file=sys.stderr)
+        return 2
+    message = build_message(
+        sender=settings.MAIL_FROM,
+        to=address,
+        subject=TEST_MAIL_SUBJECT,
+        body=TEST_MAIL_BODY,
+        now=utc_now(),
+    )
+    try:
+        accepted = asyncio.run(backend_for(settings).send(message))
+    except MailNotSent as exc:
+        print(f"not sent to {address}: {exc.reason}", file=sys.stderr)
+        return 1
+    print(f"sent to {address}: {accepted}")
+    return 0
+
+
 def _write_new_file(path: Path, data: bytes) -> None:
     """Create `path` with mode 0600 whatever the umask; an existing file is never overwritten."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -401,6 +438,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     generate.add_argument("--public", type=Path, metavar="FILE", help="path of the public key file")
     generate.set_defaults(handler=generate_keys)
+
+    mail = commands.add_parser(
+        "send-test-mail",
+        help="send one mail through the configured backend now and say whether it went",
+        description=(
+            "Sends one mail now through MAIL_BACKEND (not through the outbox) and prints "
+            "one line: whether the relay accepted it. Exits 1 when it did not."
+        ),
+    )
+    mail.add_argument("--to", required=True, metavar="ADDRESS", help="the recipient")
+    mail.set_defaults(handler=send_test_mail)
     return parser
 
 

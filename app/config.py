@@ -10,18 +10,23 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 import limits
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
 from app.security.keys import HMAC_ALGORITHMS, KeySet, KeySettingError, load_keys
+from app.security.sealing import Sealer
 
 PLACEHOLDER_MARK = "change-me"
 MIN_HMAC_KEY_BYTES = 32
 SECRET_KEY_FILE = ".token_secret_key"  # noqa: S105 - a file name
+DATA_KEY_FILE = ".data_encryption_key"
+LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 DEFAULT_DATABASE_URL = "sqlite:///./jwt_auth.db"
 
 TokenAlgorithm = Literal["HS256", "RS256", "ES256", "EdDSA"]
+MailBackendName = Literal["console", "smtp", "disabled"]
+SmtpSecurity = Literal["starttls", "tls", "none"]
 
 
 def _split_commas(value: object) -> object:
@@ -100,14 +105,39 @@ class Settings(DatabaseSettings):
     TRUSTED_PROXIES: Annotated[list[str], NoDecode] = []
     CORS_ORIGINS: Annotated[list[str], NoDecode] = []
 
+    # Encrypts data at rest (queued mail bodies); previous keys still decrypt in a rotation.
+    DATA_ENCRYPTION_KEY: SecretStr | None = None
+    DATA_PREVIOUS_ENCRYPTION_KEYS: Annotated[list[SecretStr], NoDecode] = []
+
+    MAIL_BACKEND: MailBackendName = "console"
+    MAIL_FROM: str = "JWT auth API <no-reply@localhost>"
+    MAIL_RETRY_BASE_SECONDS: float = Field(default=5, gt=0)
+    MAIL_MAX_ATTEMPTS: int = Field(default=10, ge=1)
+    # How often each process looks for mail queued by another one; its own wake it at once.
+    MAIL_POLL_SECONDS: float = Field(default=10, gt=0)
+    SMTP_HOST: str | None = None
+    SMTP_PORT: int = Field(default=587, ge=1, le=65535)
+    SMTP_USERNAME: str | None = None
+    SMTP_PASSWORD: SecretStr | None = None
+    SMTP_SECURITY: SmtpSecurity = "starttls"
+    SMTP_TIMEOUT_SECONDS: float = Field(default=10, gt=0)
+
     _split_lists = field_validator(
         "TRUSTED_PROXIES",
         "CORS_ORIGINS",
         "TOKEN_PREVIOUS_PUBLIC_KEY_FILES",
         "TOKEN_PREVIOUS_SECRET_KEYS",
+        "DATA_PREVIOUS_ENCRYPTION_KEYS",
         mode="before",
     )(_split_commas)
-    _unset_when_empty = field_validator("TOKEN_PRIVATE_KEY_FILE", mode="before")(_empty_is_none)
+    _unset_when_empty = field_validator(
+        "TOKEN_PRIVATE_KEY_FILE",
+        "DATA_ENCRYPTION_KEY",
+        "SMTP_HOST",
+        "SMTP_USERNAME",
+        "SMTP_PASSWORD",
+        mode="before",
+    )(_empty_is_none)
 
     @field_validator("TOKEN_SECRET_KEY")
     @classmethod
@@ -127,6 +157,25 @@ class Settings(DatabaseSettings):
             problem = _secret_problem(value)
             if problem is not None:
                 raise ValueError(f"secret {position} {problem}")
+        return values
+
+    @field_validator("DATA_ENCRYPTION_KEY")
+    @classmethod
+    def _data_key_is_strong(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        problem = _secret_problem(value.get_secret_value())
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("DATA_PREVIOUS_ENCRYPTION_KEYS")
+    @classmethod
+    def _previous_data_keys_are_strong(cls, values: list[SecretStr]) -> list[SecretStr]:
+        for position, value in enumerate(values, start=1):
+            problem = _secret_problem(value.get_secret_value())
+            if problem is not None:
+                raise ValueError(f"key {position} {problem}")
         return values
 
     @field_validator("RATE_LIMIT_STORAGE_URL")
@@ -190,6 +239,20 @@ class Settings(DatabaseSettings):
                 raise ValueError("TOKEN_SECRET_KEY is required when ENVIRONMENT=production")
             if self.sqlite_path in (None, ":memory:") and self.is_sqlite:
                 raise ValueError("DATABASE_URL: an in-memory SQLite database loses every account")
+            if self.DATA_ENCRYPTION_KEY is None:
+                raise ValueError("DATA_ENCRYPTION_KEY is required when ENVIRONMENT=production")
+            if self.MAIL_BACKEND == "console":
+                raise ValueError(
+                    "MAIL_BACKEND=console prints mail instead of sending it; set smtp or "
+                    "disabled when ENVIRONMENT=production"
+                )
+            if self.SMTP_SECURITY == "none" and self.SMTP_HOST not in LOOPBACK_HOSTS:
+                raise ValueError(
+                    "SMTP_SECURITY=none sends mail in clear text; it is for a relay on "
+                    "localhost only"
+                )
+        if self.MAIL_BACKEND == "smtp" and self.SMTP_HOST is None:
+            raise ValueError("SMTP_HOST is required when MAIL_BACKEND=smtp")
         return self
 
     @property
@@ -229,18 +292,20 @@ class ConfigurationError(SystemExit):
         self.message = message
 
 
-def _development_secret(settings: Settings) -> str:
+def _development_secret(
+    settings: Settings, file_name: str = SECRET_KEY_FILE, variable: str = "TOKEN_SECRET_KEY"
+) -> str:
     """A random key kept in a 0600 file beside the SQLite database, so tokens survive a restart."""
     path = settings.sqlite_path
     folder = Path(path).parent if path and path != ":memory:" else Path.cwd()
-    key_file = folder / SECRET_KEY_FILE
+    key_file = folder / file_name
     try:
         fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return key_file.read_text().strip()
     except OSError as exc:
         raise ConfigurationError(
-            f"TOKEN_SECRET_KEY is not set and {key_file} cannot be created ({exc.strerror})"
+            f"{variable} is not set and {key_file} cannot be created ({exc.strerror})"
         ) from None
     with os.fdopen(fd, "w") as handle:
         handle.write(secrets.token_urlsafe(48))
@@ -277,6 +342,16 @@ def load_token_keys(settings: Settings) -> KeySet:
         raise ConfigurationError(str(exc)) from None
 
 
+def load_sealer(settings: Settings) -> Sealer:
+    """The data encryption keys the settings name, or stop start-up with one clear line."""
+    if settings.DATA_ENCRYPTION_KEY is None:
+        raise ConfigurationError("DATA_ENCRYPTION_KEY is not set")
+    return Sealer(
+        settings.DATA_ENCRYPTION_KEY.get_secret_value().encode(),
+        [key.get_secret_value().encode() for key in settings.DATA_PREVIOUS_ENCRYPTION_KEYS],
+    )
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read the settings and the key files they name, or stop start-up with one clear line."""
     try:
@@ -286,6 +361,10 @@ def load_settings(**overrides: object) -> Settings:
             settings = settings.model_copy(
                 update={"TOKEN_SECRET_KEY": _development_secret(settings)}
             )
+        # Production refuses a missing key (above); development keeps one beside the database.
+        if settings.DATA_ENCRYPTION_KEY is None:
+            secret = _development_secret(settings, DATA_KEY_FILE, "DATA_ENCRYPTION_KEY")
+            settings = settings.model_copy(update={"DATA_ENCRYPTION_KEY": SecretStr(secret)})
     except ValidationError as exc:
         raise _configuration_error(exc) from None
     # A missing, unreadable or wrong key file stops start-up here rather than at the first login.

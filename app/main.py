@@ -97,6 +97,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     except Exception:
         # Serve anyway (/health answers); bearer checks retry and fail closed meanwhile.
         log.warning("database unreachable at start-up; bearer checks wait for it")
+    # Mail queued before a restart (or by a process that died) goes now.
+    runtime.start_mail()
     yield
     await runtime.close()
 

@@ -1,4 +1,4 @@
-"""Tables: the article's User, and one row per refresh token issued."""
+"""Tables: the article's User, one row per refresh token issued, and the mail outbox."""
 
 import uuid
 from datetime import datetime
@@ -14,6 +14,10 @@ PHONE_MAX_LENGTH = 16
 USER_AGENT_MAX_LENGTH = 512
 ROLE_MAX_LENGTH = 32
 IP_MAX_LENGTH = 45  # the longest textual IPv6 address
+MAIL_KIND_MAX_LENGTH = 32
+MAIL_STATUS_MAX_LENGTH = 16
+MAIL_ERROR_MAX_LENGTH = 100
+SUBJECT_MAX_LENGTH = 200
 
 
 class User(Base):
@@ -69,3 +73,33 @@ class RefreshToken(Base):
     )
     user_agent: Mapped[str | None] = mapped_column(String(USER_AGENT_MAX_LENGTH))
     ip: Mapped[str | None] = mapped_column(String(IP_MAX_LENGTH))
+
+
+class MailOutbox(Base):
+    """A mail waiting to go, written in the transaction of the change that asks for it."""
+
+    __tablename__ = "mail_outbox"
+    __table_args__ = (Index("ix_mail_outbox_status_next_attempt_at", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # verify_email, reset_password or test
+    kind: Mapped[str] = mapped_column(String(MAIL_KIND_MAX_LENGTH))
+    # The mails of a deleted user go with it.
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    recipient: Mapped[str] = mapped_column(String(EMAIL_MAX_LENGTH))
+    subject: Mapped[str] = mapped_column(String(SUBJECT_MAX_LENGTH))
+    # Sealed with DATA_ENCRYPTION_KEY (it holds a link); NULL once sent or failed.
+    body: Mapped[bytes | None] = mapped_column(LargeBinary())
+    # pending, sent or failed
+    status: Mapped[str] = mapped_column(String(MAIL_STATUS_MAX_LENGTH))
+    attempts: Mapped[int] = mapped_column(Integer)
+    # When the next attempt is due; a claim moves it past the lease, so a crashed sender's
+    # mail becomes due again by itself.
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The kind of the last error (an exception class, an SMTP code), never its text.
+    last_error: Mapped[str | None] = mapped_column(String(MAIL_ERROR_MAX_LENGTH))

@@ -1,4 +1,5 @@
-"""What one running service holds: settings, database, hasher, keys, tokens, revoked sessions."""
+"""What one running service holds: settings, database, hasher, keys, tokens, revoked sessions,
+data encryption and the mail sender."""
 
 import uuid
 from collections.abc import Callable
@@ -7,13 +8,16 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.config import Settings, load_token_keys
+from app.config import Settings, load_sealer, load_token_keys
 from app.db import create_engine_for, create_sessionmaker
+from app.mail.backends import backend_for
+from app.mail.sender import MailSender
 from app.security.access_tokens import AccessTokenCodec
 from app.security.keys import KeySet
 from app.security.passwords import PasswordHasher
+from app.security.sealing import Sealer
 from app.security.token_cache import VerifiedTokens
-from app.services import sessions
+from app.services import outbox, sessions
 from app.services.sessions import TokenIssuer
 from app.stores.revocations import RevokedSessions, revoked_sessions
 from app.stores.throttle import Throttle
@@ -35,6 +39,9 @@ class Runtime:
     throttle: Throttle
     access_tokens: VerifiedTokens
     keys: KeySet
+    sealer: Sealer
+    # None under MAIL_BACKEND=disabled: queued mail then waits in the outbox.
+    mail: MailSender | None = None
     clock: Callable[[], datetime] = field(default=utc_now)
     # Set when a graceful shutdown begins: /health/ready then answers 503.
     draining: bool = False
@@ -42,7 +49,9 @@ class Runtime:
     @classmethod
     def build(cls, settings: Settings) -> "Runtime":
         keys = load_token_keys(settings)
+        sealer = load_sealer(settings)
         engine = create_engine_for(settings)
+        sessionmaker = create_sessionmaker(engine)
         codec = AccessTokenCodec(
             signing_key=keys.signing,
             verification_keys=keys.previous,
@@ -50,10 +59,10 @@ class Runtime:
             audience=settings.TOKEN_AUDIENCE,
             leeway_seconds=settings.TOKEN_LEEWAY_SECONDS,
         )
-        return cls(
+        runtime = cls(
             settings=settings,
             engine=engine,
-            sessionmaker=create_sessionmaker(engine),
+            sessionmaker=sessionmaker,
             hasher=PasswordHasher(
                 memory_kib=settings.PASSWORD_HASH_MEMORY_KIB,
                 time_cost=settings.PASSWORD_HASH_TIME_COST,
@@ -76,7 +85,20 @@ class Runtime:
                 ip_limit=settings.IP_RATE_LIMIT,
             ),
             keys=keys,
+            sealer=sealer,
         )
+        if settings.MAIL_BACKEND != "disabled":
+            runtime.mail = MailSender(
+                settings=settings,
+                sessionmaker=sessionmaker,
+                backend=backend_for(settings),
+                sealer=sealer,
+                # Late-bound, so a test that swaps the runtime's clock moves the sender's too.
+                clock=lambda: runtime.clock(),
+            )
+            # A transaction that queues mail wakes this process's sender when it commits.
+            sessionmaker.configure(info={outbox.WAKE_SENDER: runtime.mail.wake})
+        return runtime
 
     def now(self) -> datetime:
         return self.clock()
@@ -90,7 +112,13 @@ class Runtime:
 
         await self.revoked.load(fetch)
 
+    def start_mail(self) -> None:
+        if self.mail is not None:
+            self.mail.start()
+
     async def close(self) -> None:
+        if self.mail is not None:
+            await self.mail.stop()
         self.hasher.shutdown()
         await self.throttle.close()
         await self.revoked.close()

@@ -113,6 +113,7 @@ def database_url(migrated_database_url: str, sync_engine: Engine) -> Iterator[st
     """The migrated database, emptied after the test, so every test starts from a clean one."""
     yield migrated_database_url
     with sync_engine.begin() as connection:
+        connection.execute(text("DELETE FROM mail_outbox"))
         connection.execute(text("DELETE FROM refresh_tokens"))
         connection.execute(text("DELETE FROM user_roles"))
         connection.execute(text("DELETE FROM users"))
@@ -146,6 +147,7 @@ def settings_env(database_url: str, storage_url: str) -> dict[str, str]:
         "DATABASE_URL": database_url,
         "RATE_LIMIT_STORAGE_URL": storage_url,
         "TOKEN_SECRET_KEY": secrets.token_urlsafe(48),
+        "DATA_ENCRYPTION_KEY": secrets.token_urlsafe(48),
         "TOKEN_ISSUER": "http://testserver",
         # Tests share one client address; the IP limit has tests of its own.
         "IP_RATE_LIMIT": "",

@@ -39,7 +39,16 @@ def run(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.Com
 
 @pytest.mark.parametrize(
     "args",
-    [[], ["serve"], ["create-user"], ["delete-user"], ["prune"], ["keys"], ["keys", "generate"]],
+    [
+        [],
+        ["serve"],
+        ["create-user"],
+        ["delete-user"],
+        ["prune"],
+        ["keys"],
+        ["keys", "generate"],
+        ["send-test-mail"],
+    ],
     ids=str,
 )
 def test_every_command_has_help(args: list[str]) -> None:
@@ -57,7 +66,10 @@ def test_serve_refuses_several_workers_with_memory_storage(settings_env: dict[st
 
 
 def test_serve_refuses_the_demo_account_in_production(settings_env: dict[str, str]) -> None:
-    result = run(["serve", "--demo"], {**settings_env, "ENVIRONMENT": "production"})
+    result = run(
+        ["serve", "--demo"],
+        {**settings_env, "ENVIRONMENT": "production", "MAIL_BACKEND": "disabled"},
+    )
     assert result.returncode == 2
     assert "--demo" in result.stderr
 

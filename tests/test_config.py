@@ -31,6 +31,11 @@ def clean_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "TOKEN_PRIVATE_KEY_FILE",
         "TOKEN_PREVIOUS_PUBLIC_KEY_FILES",
         "TOKEN_PREVIOUS_SECRET_KEYS",
+        "DATA_ENCRYPTION_KEY",
+        "DATA_PREVIOUS_ENCRYPTION_KEYS",
+        "MAIL_BACKEND",
+        "SMTP_HOST",
+        "SMTP_SECURITY",
     ):
         monkeypatch.delenv(name, raising=False)
     return workdir
@@ -300,6 +305,8 @@ def test_an_asymmetric_algorithm_needs_no_secret_in_production_and_writes_none_i
         DATABASE_URL=url,
         TOKEN_ALGORITHM=algorithm,
         TOKEN_PRIVATE_KEY_FILE=str(key_file),
+        DATA_ENCRYPTION_KEY=secrets.token_urlsafe(48),
+        MAIL_BACKEND="disabled",
     )
     development = load_settings(
         DATABASE_URL=url, TOKEN_ALGORITHM=algorithm, TOKEN_PRIVATE_KEY_FILE=str(key_file)

@@ -38,11 +38,11 @@ def test_migrations_go_up_down_and_up_again(empty_database_url: str) -> None:
     engine = create_engine(sync_url(empty_database_url))
     try:
         command.upgrade(config, "head")
-        assert {"users", "refresh_tokens"} <= set(inspect(engine).get_table_names())
+        assert {"users", "refresh_tokens", "mail_outbox"} <= set(inspect(engine).get_table_names())
         command.downgrade(config, "base")
         assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
         command.upgrade(config, "head")
-        assert {"users", "refresh_tokens"} <= set(inspect(engine).get_table_names())
+        assert {"users", "refresh_tokens", "mail_outbox"} <= set(inspect(engine).get_table_names())
     finally:
         engine.dispose()
 

@@ -1,0 +1,1 @@
+"""Mail: backends (smtp, console, disabled) behind one interface, and the outbox sender."""

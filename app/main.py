@@ -1,5 +1,7 @@
 """The application: create_app(settings) wires routers, error handlers, middleware and lifespan."""
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +25,7 @@ from app.config import Settings, load_settings
 from app.errors import ERRORS_BY_STATUS, AppError, ValidationFailed, problem_response
 from app.middleware import BodyLimit, SecurityHeaders, page_policy
 from app.openapi import install_openapi
+from app.revocations import ReloadFailed
 from app.runtime import Runtime
 
 log = logging.getLogger("app")
@@ -93,11 +96,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await runtime.hasher.prepare()
     try:
         await runtime.load_revoked_sessions()
-    except Exception:
+    except ReloadFailed as exc:
         # Serve anyway (/health answers); bearer checks retry and fail closed meanwhile.
-        log.warning("database unreachable at start-up; bearer checks wait for it")
-    yield
-    await runtime.close()
+        log.warning(
+            "%s unreachable at start-up; bearer checks answer 503 until it answers",
+            exc.dependency,
+        )
+    follower = asyncio.create_task(runtime.follow_ended_sessions())
+    try:
+        yield
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+        await runtime.close()
 
 
 class _DropQueryStrings(logging.Filter):

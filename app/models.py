@@ -1,4 +1,4 @@
-"""Tables: the article's User, and one row per refresh token issued."""
+"""Tables: the article's User, one row per refresh token issued, one per ended session."""
 
 import uuid
 from datetime import datetime
@@ -49,3 +49,14 @@ class RefreshToken(Base):
     )
     user_agent: Mapped[str | None] = mapped_column(String(USER_AGENT_MAX_LENGTH))
     ip: Mapped[str | None] = mapped_column(String(IP_MAX_LENGTH))
+
+
+class EndedSession(Base):
+    """A session that ended (logout, reuse, a deleted user...), kept one access-token lifetime
+    plus the leeway: the revoked-session set is rebuilt from these rows. No foreign key to
+    users, so that deleting a user leaves them."""
+
+    __tablename__ = "ended_sessions"
+
+    session_id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True)
+    ended_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

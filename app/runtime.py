@@ -1,5 +1,7 @@
 """What one running service holds: settings, database, hasher, keys, tokens, revoked sessions."""
 
+import asyncio
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -9,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings, load_token_keys
 from app.db import create_engine_for, create_sessionmaker
-from app.revocations import RevokedSessions, revoked_sessions
+from app.revocations import POLL_SECONDS, RevokedSessions, revoked_sessions
 from app.security.access_tokens import AccessTokenCodec
 from app.security.keys import KeySet
 from app.security.passwords import PasswordHasher
@@ -17,6 +19,8 @@ from app.security.token_cache import VerifiedTokens
 from app.services import sessions
 from app.services.sessions import TokenIssuer
 from app.throttle import Throttle
+
+log = logging.getLogger("app.revocations")
 
 
 def utc_now() -> datetime:
@@ -50,10 +54,16 @@ class Runtime:
             audience=settings.TOKEN_AUDIENCE,
             leeway_seconds=settings.TOKEN_LEEWAY_SECONDS,
         )
-        return cls(
+        sessionmaker = create_sessionmaker(engine)
+
+        async def ended_since(since: datetime) -> list[tuple[uuid.UUID, datetime]]:
+            async with sessionmaker() as db:
+                return list(await sessions.recently_revoked(db, since=since))
+
+        runtime = cls(
             settings=settings,
             engine=engine,
-            sessionmaker=create_sessionmaker(engine),
+            sessionmaker=sessionmaker,
             hasher=PasswordHasher(
                 memory_kib=settings.PASSWORD_HASH_MEMORY_KIB,
                 time_cost=settings.PASSWORD_HASH_TIME_COST,
@@ -64,9 +74,10 @@ class Runtime:
                 access_ttl=timedelta(seconds=settings.TOKEN_ACCESS_TTL_SECONDS),
                 refresh_ttl=timedelta(seconds=settings.TOKEN_REFRESH_TTL_SECONDS),
                 session_max=timedelta(seconds=settings.TOKEN_SESSION_MAX_SECONDS),
+                reuse_grace=timedelta(seconds=settings.REFRESH_REUSE_GRACE_SECONDS),
             ),
             revoked=revoked_sessions(
-                settings.RATE_LIMIT_STORAGE_URL, settings.TOKEN_ACCESS_TTL_SECONDS
+                settings.RATE_LIMIT_STORAGE_URL, settings.retention_seconds, ended_since
             ),
             access_tokens=VerifiedTokens(codec, leeway_seconds=settings.TOKEN_LEEWAY_SECONDS),
             throttle=Throttle(
@@ -77,18 +88,28 @@ class Runtime:
             ),
             keys=keys,
         )
+        return runtime
 
     def now(self) -> datetime:
         return self.clock()
 
     async def load_revoked_sessions(self) -> None:
-        """Refill the revoked-session set from the database (once per process)."""
+        """Make sure the revoked-session set is whole, rebuilding it from the database if not;
+        ReloadFailed names the dependency that did not answer."""
+        await self.revoked.start()
 
-        async def fetch(since: datetime) -> list[tuple[uuid.UUID, datetime]]:
-            async with self.sessionmaker() as db:
-                return list(await sessions.recently_revoked(db, since=since))
-
-        await self.revoked.load(fetch)
+    async def follow_ended_sessions(self) -> None:
+        """With memory://, read the sessions other processes (the CLI) ended, every second,
+        until cancelled. Redis shares the set itself, so there is nothing to follow."""
+        if self.settings.shared_storage:
+            return
+        while True:
+            await asyncio.sleep(POLL_SECONDS)
+            try:
+                await self.revoked.poll()
+            except Exception:
+                # Logged by the store when the database fails; the next poll retries.
+                log.debug("ended-session poll failed", exc_info=True)
 
     async def close(self) -> None:
         self.hasher.shutdown()

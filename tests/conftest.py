@@ -117,6 +117,7 @@ def database_url(migrated_database_url: str, sync_engine: Engine) -> Iterator[st
     """The migrated database, emptied after the test, so every test starts from a clean one."""
     yield migrated_database_url
     with sync_engine.begin() as connection:
+        connection.execute(text("DELETE FROM ended_sessions"))
         connection.execute(text("DELETE FROM refresh_tokens"))
         connection.execute(text("DELETE FROM users"))
 

@@ -199,7 +199,9 @@ class RedisRevokedSessions(_Loading):
 
     def __init__(self, url: str, ttl_seconds: int, fetch: Fetch | None = None) -> None:
         super().__init__(ttl_seconds, fetch)
-        self._redis = Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._redis = Redis.from_url(
+            url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=1
+        )
         self._waiting: list[tuple[str, asyncio.Future[tuple[bool, bool]]]] = []
         self._lookups: set[asyncio.Task[None]] = set()
 

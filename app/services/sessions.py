@@ -233,22 +233,22 @@ async def _retry(
     The revoked child is marked spent: presented later it is reuse, and its family ends
     (a thief who retried first loses the session when the real client shows up).
     """
-    parent = aliased(RefreshToken)
     for _ in range(RETRY_ATTEMPTS):
+        # The spent token's row is locked: concurrent retries of one token take turns
+        # (PostgreSQL; SQLite runs one writer at a time), each seeing the child the one
+        # before issued.
         found = (
             await db.execute(
                 select(
-                    parent.id,
-                    parent.session_id,
-                    parent.spent_at,
-                    parent.replaced_by_id,
-                    parent.session_expires_at,
-                    User.id.label("user_id"),
-                    User.email,
-                    User.phone_number,
+                    RefreshToken.id,
+                    RefreshToken.session_id,
+                    RefreshToken.user_id,
+                    RefreshToken.spent_at,
+                    RefreshToken.replaced_by_id,
+                    RefreshToken.session_expires_at,
                 )
-                .join(User, User.id == parent.user_id)
-                .where(parent.token_digest == token_digest)
+                .where(RefreshToken.token_digest == token_digest)
+                .with_for_update()
             )
         ).one_or_none()
         if found is None or found.spent_at is None or found.replaced_by_id is None:
@@ -274,12 +274,15 @@ async def _retry(
             if now_replaced_by == found.replaced_by_id:
                 return None
             continue
+        user = (
+            await db.execute(select(User.email, User.phone_number).where(User.id == found.user_id))
+        ).one()
         child, grant = _issue(
             db,
             issuer,
             user_id=found.user_id,
-            email=found.email,
-            phone=found.phone_number,
+            email=user.email,
+            phone=user.phone_number,
             session_id=found.session_id,
             session_expires_at=found.session_expires_at,
             client=client,

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from tests.conftest import LiveServer
-from tests.factories import bearer, login, make_user
+from tests.factories import DEFAULT_PASSWORD, bearer, login, make_user
 from tests.faults.redis_server import RedisServer
 
 pytestmark = pytest.mark.faults
@@ -36,8 +36,8 @@ def status_of(client: httpx.Client, access_token: str) -> int:
 
 
 def ended_sessions(client: httpx.Client) -> list[dict[str, Any]]:
-    """Three sessions ended three ways (logout, reuse, logout-all), their access tokens
-    refused: the pairs."""
+    """Sessions ended three ways (logout, reuse, logout-all, which ends every session of
+    the user): their pairs."""
     logged_out, reused, everywhere = login(client), login(client), login(client)
     assert (
         client.post(
@@ -104,9 +104,11 @@ def test_a_lost_store_never_lets_an_ended_session_back_in_on_any_instance(
 
         assert until(recovered)
         assert status_of(client, live["access_token"]) == 200
-    # One rebuild per process, announced on one log line each.
-    for server in (server_a, server_b):
-        assert server.read_log().count(LOSS) == 1, server.read_log()
+    # At most one rebuild per process, each announced on one log line; the first instance
+    # to notice may rebuild the shared set before the other looks.
+    rebuilds = [server.read_log().count(LOSS) for server in (server_a, server_b)]
+    assert sum(rebuilds) >= 1, rebuilds
+    assert max(rebuilds) == 1, rebuilds
 
 
 def test_a_cut_store_answers_503_never_500_and_recovers_when_it_returns(
@@ -118,8 +120,9 @@ def test_a_cut_store_answers_503_never_500_and_recovers_when_it_returns(
     make_user(db)
     server = live_server(**store_env)
     with httpx.Client(base_url=server.url, timeout=30) as client:
-        pair = login(client)
         ended = ended_sessions(client)
+        # After the logout-all of ended_sessions.
+        pair = login(client)
 
         redis_server.stop()
         during = {
@@ -148,7 +151,8 @@ def test_a_cut_store_answers_503_never_500_and_recovers_when_it_returns(
             ).status_code
             == 200
         )
-        login(client)
+        right = {"email": "ada@example.com", "password": DEFAULT_PASSWORD}
+        assert until(lambda: client.post("/account/login", json=right).status_code == 200)
     assert "Traceback" not in server.read_log()
 
 
@@ -161,8 +165,9 @@ def test_an_instance_started_while_the_store_is_down_says_so_and_recovers_withou
     make_user(db)
     first = live_server(**store_env)
     with httpx.Client(base_url=first.url, timeout=30) as client:
-        pair = login(client)
         ended = ended_sessions(client)
+        # After the logout-all of ended_sessions.
+        pair = login(client)
     redis_server.stop()
 
     server = live_server(**store_env)

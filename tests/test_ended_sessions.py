@@ -49,9 +49,8 @@ def test_a_rebuilt_set_keeps_an_ended_session_through_the_leeway(
     settings_env: dict[str, str], db: Session
 ) -> None:
     make_user(db)
-    settings = Settings(
-        **{**settings_env, "TOKEN_ACCESS_TTL_SECONDS": "1", "TOKEN_LEEWAY_SECONDS": "30"}
-    )  # type: ignore[arg-type]
+    env = {**settings_env, "TOKEN_ACCESS_TTL_SECONDS": "1", "TOKEN_LEEWAY_SECONDS": "30"}
+    settings = Settings(**env)  # type: ignore[arg-type]
     with TestClient(create_app(settings), base_url="http://testserver") as client:
         ended, live = login(client), login(client)
         client.post("/account/logout", json={"refresh_token": ended["refresh_token"]})

@@ -30,7 +30,7 @@ def grace_client(settings_env: dict[str, str], db: Session) -> Iterator[TestClie
         yield client
 
 
-def refresh(client: TestClient | httpx.Client, pair: dict[str, Any]) -> httpx.Response:
+def refresh(client: TestClient | httpx.Client, pair: dict[str, Any]) -> Any:
     return client.post("/account/refresh", json={"refresh_token": pair["refresh_token"]})
 
 

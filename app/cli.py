@@ -62,7 +62,8 @@ async def _set_user(
 ) -> None:
     from app.runtime import utc_now
     from app.security.passwords import PasswordHasher
-    from app.services import accounts
+    from app.services import accounts, sessions
+    from app.stores.revocations import revoked_sessions
 
     hasher = PasswordHasher(
         memory_kib=settings.PASSWORD_HASH_MEMORY_KIB,
@@ -70,23 +71,30 @@ async def _set_user(
         parallelism=settings.PASSWORD_HASH_PARALLELISM,
     )
 
+    revoked = revoked_sessions(settings.RATE_LIMIT_STORAGE_URL, settings.retention_seconds)
+
     async def work(db: AsyncSession) -> object:
-        return await accounts.set_user(
+        now = utc_now()
+        user = await accounts.set_user(
             db,
             hasher=hasher,
             email=email,
             password=password,
-            now=utc_now(),
+            now=now,
             first_name=first_name,
             last_name=last_name,
             phone_number=phone_number,
             roles=roles,
         )
+        # On an existing user this is a password reset: every session ends. A running
+        # service learns it from the ended-session records (or the shared Redis set).
+        return await sessions.end_all(db, user_id=user.id, revoked=revoked, now=now)
 
     try:
         await _with_db(settings, work)
     finally:
         hasher.shutdown()
+        await revoked.close()
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -236,9 +244,13 @@ def prune(args: argparse.Namespace) -> int:
     from app.services import sessions
 
     settings = load_settings()
-    # Ended families stay one access-token lifetime: the revoked-session set is
-    # refilled from them after a restart.
-    ended_before = utc_now() - timedelta(seconds=settings.TOKEN_ACCESS_TTL_SECONDS)
+    # Ended sessions are remembered one access-token lifetime plus the leeway: that long an
+    # access token of theirs may still be presented, and the revoked-session set is
+    # rebuilt from their records.
+    ended_before = utc_now() - timedelta(seconds=settings.retention_seconds)
+    records = asyncio.run(
+        _with_db(settings, lambda db: sessions.prune_ended_records(db, ended_before=ended_before))
+    )
     total = 0
     while True:
         # One short transaction per batch, so pruning never blocks the service for long.
@@ -253,7 +265,7 @@ def prune(args: argparse.Namespace) -> int:
         total += deleted
         if deleted == 0:
             break
-    print(f"pruned {total} refresh-token rows")
+    print(f"pruned {total} refresh-token rows and {records} ended-session records")
     return 0
 
 
@@ -405,7 +417,9 @@ def _parser() -> argparse.ArgumentParser:
     remove.set_defaults(handler=delete_user)
 
     clean = commands.add_parser(
-        "prune", help="delete the rows of sessions that ended over one access-token lifetime ago"
+        "prune",
+        help="delete the rows and records of sessions that ended over one access-token "
+        "lifetime plus TOKEN_LEEWAY_SECONDS ago",
     )
     clean.add_argument("--batch-size", type=int, default=PRUNE_BATCH_SIZE)
     clean.set_defaults(handler=prune)

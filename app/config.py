@@ -88,6 +88,8 @@ class Settings(DatabaseSettings):
     TOKEN_REFRESH_TTL_SECONDS: int = Field(default=604800, ge=1)
     TOKEN_SESSION_MAX_SECONDS: int = Field(default=2592000, ge=1)
     TOKEN_LEEWAY_SECONDS: int = Field(default=0, ge=0)
+    # Off by default: a retry of a spent refresh token within this window is not reuse.
+    REFRESH_REUSE_GRACE_SECONDS: int = Field(default=0, ge=0)
     # Browser apps: the refresh token also travels in an HttpOnly cookie, never in a body.
     TOKEN_COOKIE_MODE: bool = False
     TOKEN_COOKIE_SECURE: bool = True
@@ -270,6 +272,13 @@ class Settings(DatabaseSettings):
         if url.get_backend_name() != "sqlite":
             return None
         return url.database or ":memory:"
+
+    @property
+    def retention_seconds(self) -> int:
+        """How long an ended session's access tokens may still be presented: one
+        access-token lifetime plus the leeway. Revoked ids and ended-session records are
+        kept that long."""
+        return self.TOKEN_ACCESS_TTL_SECONDS + self.TOKEN_LEEWAY_SECONDS
 
     @property
     def shared_storage(self) -> bool:

@@ -222,6 +222,30 @@ class ServiceUnavailable(AppError):
     default_detail = "the service cannot answer right now; try again shortly"
 
 
+class NotReady(ServiceUnavailable):
+    """/health/ready: a dependency is missing, or a shutdown has begun."""
+
+    default_detail = "the service is not ready to serve requests"
+
+    def __init__(self, checks: dict[str, str], *, draining: bool = False) -> None:
+        failed = [name for name, result in checks.items() if result != "ok"]
+        if draining:
+            detail = "the service is shutting down"
+        elif failed:
+            detail = "not ready: " + ", ".join(f"{name} {checks[name]}" for name in failed)
+        else:
+            detail = None
+        super().__init__(detail)
+        self.checks = checks
+        self.draining = draining
+
+    def body(self) -> dict[str, Any]:
+        body = super().body() | {"checks": self.checks}
+        if self.draining:
+            body["draining"] = True
+        return body
+
+
 class UnsupportedGrantType(AppError):
     status = 400
     slug = "unsupported-grant-type"

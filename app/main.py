@@ -1,5 +1,7 @@
 """The application: create_app(settings) wires routers, error handlers, middleware and lifespan."""
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,6 +27,7 @@ from app.config import Settings, load_settings
 from app.errors import ERRORS_BY_STATUS, AppError, ValidationFailed, problem_response
 from app.observability.audit import install_audit_log
 from app.runtime import Runtime
+from app.stores.revocations import ReloadFailed
 
 log = logging.getLogger("app")
 
@@ -94,13 +97,22 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await runtime.hasher.prepare()
     try:
         await runtime.load_revoked_sessions()
-    except Exception:
+    except ReloadFailed as exc:
         # Serve anyway (/health answers); bearer checks retry and fail closed meanwhile.
-        log.warning("database unreachable at start-up; bearer checks wait for it")
+        log.warning(
+            "%s unreachable at start-up; bearer checks answer 503 until it answers",
+            exc.dependency,
+        )
     # Mail queued before a restart (or by a process that died) goes now.
     runtime.start_mail()
-    yield
-    await runtime.close()
+    follower = asyncio.create_task(runtime.follow_ended_sessions())
+    try:
+        yield
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+        await runtime.close()
 
 
 class _DropQueryStrings(logging.Filter):

@@ -1,4 +1,5 @@
-"""Tables: the article's User, one row per refresh token issued, and the mail outbox."""
+"""Tables: the article's User and its roles, one row per refresh token issued, one per ended
+session, and the mail outbox."""
 
 import uuid
 from datetime import datetime
@@ -103,3 +104,14 @@ class MailOutbox(Base):
     failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # The kind of the last error (an exception class, an SMTP code), never its text.
     last_error: Mapped[str | None] = mapped_column(String(MAIL_ERROR_MAX_LENGTH))
+
+
+class EndedSession(Base):
+    """A session that ended (logout, reuse, a deleted user...), kept one access-token lifetime
+    plus the leeway: the revoked-session set is rebuilt from these rows. No foreign key to
+    users, so that deleting a user leaves them."""
+
+    __tablename__ = "ended_sessions"
+
+    session_id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True)
+    ended_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

@@ -1,6 +1,8 @@
 """What one running service holds: settings, database, hasher, keys, tokens, revoked sessions,
 data encryption and the mail sender."""
 
+import asyncio
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,8 +21,10 @@ from app.security.sealing import Sealer
 from app.security.token_cache import VerifiedTokens
 from app.services import outbox, sessions
 from app.services.sessions import TokenIssuer
-from app.stores.revocations import RevokedSessions, revoked_sessions
+from app.stores.revocations import POLL_SECONDS, RevokedSessions, revoked_sessions
 from app.stores.throttle import Throttle
+
+log = logging.getLogger("app.stores.revocations")
 
 
 def utc_now() -> datetime:
@@ -59,6 +63,11 @@ class Runtime:
             audience=settings.TOKEN_AUDIENCE,
             leeway_seconds=settings.TOKEN_LEEWAY_SECONDS,
         )
+
+        async def ended_since(since: datetime) -> list[tuple[uuid.UUID, datetime]]:
+            async with sessionmaker() as db:
+                return list(await sessions.recently_revoked(db, since=since))
+
         runtime = cls(
             settings=settings,
             engine=engine,
@@ -73,9 +82,10 @@ class Runtime:
                 access_ttl=timedelta(seconds=settings.TOKEN_ACCESS_TTL_SECONDS),
                 refresh_ttl=timedelta(seconds=settings.TOKEN_REFRESH_TTL_SECONDS),
                 session_max=timedelta(seconds=settings.TOKEN_SESSION_MAX_SECONDS),
+                reuse_grace=timedelta(seconds=settings.REFRESH_REUSE_GRACE_SECONDS),
             ),
             revoked=revoked_sessions(
-                settings.RATE_LIMIT_STORAGE_URL, settings.TOKEN_ACCESS_TTL_SECONDS
+                settings.RATE_LIMIT_STORAGE_URL, settings.retention_seconds, ended_since
             ),
             access_tokens=VerifiedTokens(codec, leeway_seconds=settings.TOKEN_LEEWAY_SECONDS),
             throttle=Throttle(
@@ -104,13 +114,22 @@ class Runtime:
         return self.clock()
 
     async def load_revoked_sessions(self) -> None:
-        """Refill the revoked-session set from the database (once per process)."""
+        """Make sure the revoked-session set is whole, rebuilding it from the database if not;
+        ReloadFailed names the dependency that did not answer."""
+        await self.revoked.start()
 
-        async def fetch(since: datetime) -> list[tuple[uuid.UUID, datetime]]:
-            async with self.sessionmaker() as db:
-                return list(await sessions.recently_revoked(db, since=since))
-
-        await self.revoked.load(fetch)
+    async def follow_ended_sessions(self) -> None:
+        """With memory://, read the sessions other processes (the CLI) ended, every second,
+        until cancelled. Redis shares the set itself, so there is nothing to follow."""
+        if self.settings.shared_storage:
+            return
+        while True:
+            await asyncio.sleep(POLL_SECONDS)
+            try:
+                await self.revoked.poll()
+            except Exception:
+                # Logged by the store when the database fails; the next poll retries.
+                log.debug("ended-session poll failed", exc_info=True)
 
     def start_mail(self) -> None:
         if self.mail is not None:

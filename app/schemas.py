@@ -229,6 +229,16 @@ class Health(BaseModel):
     status: Literal["ok"] = "ok"
 
 
+class ReadinessChecks(BaseModel):
+    database: Literal["ok", "unavailable", "not migrated"]
+    revocation_store: Literal["ok", "unavailable"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ok"] = "ok"
+    checks: ReadinessChecks
+
+
 class Jwks(BaseModel):
     keys: list[dict[str, str]]
 
@@ -240,6 +250,13 @@ class Problem(BaseModel):
     title: str
     status: int
     detail: str
+
+
+class NotReadyProblem(Problem):
+    """/health/ready's 503: which dependency failed, and whether a shutdown has begun."""
+
+    checks: ReadinessChecks
+    draining: bool | None = None
 
 
 class ValidationErrorItem(BaseModel):

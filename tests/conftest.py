@@ -114,6 +114,7 @@ def database_url(migrated_database_url: str, sync_engine: Engine) -> Iterator[st
     yield migrated_database_url
     with sync_engine.begin() as connection:
         connection.execute(text("DELETE FROM mail_outbox"))
+        connection.execute(text("DELETE FROM ended_sessions"))
         connection.execute(text("DELETE FROM refresh_tokens"))
         connection.execute(text("DELETE FROM user_roles"))
         connection.execute(text("DELETE FROM users"))

@@ -7,6 +7,7 @@ without both these tests are deselected (and say so in pytest's summary).
 import asyncio
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime
 
 import httpx
 import pytest
@@ -144,8 +145,12 @@ def test_concurrent_revocation_checks_sharing_one_redis_round_trip_get_their_own
     storage_url: str,
 ) -> None:
     async def scenario() -> tuple[list[bool], list[bool]]:
-        revoked = RedisRevokedSessions(storage_url, ttl_seconds=60)
+        async def no_records(since: datetime) -> list[tuple[uuid.UUID, datetime]]:
+            return []
+
+        revoked = RedisRevokedSessions(storage_url, ttl_seconds=60, fetch=no_records)
         try:
+            await revoked.start()
             ended = [uuid.uuid4() for _ in range(20)]
             live = [uuid.uuid4() for _ in range(20)]
             await revoked.add(ended)

@@ -173,8 +173,7 @@ class BearerAuth(OAuth2PasswordBearer):
         except TokenRejected as exc:
             raise InvalidToken(exc.reason) from None
         try:
-            if not runtime.revoked.loaded:
-                await runtime.load_revoked_sessions()
+            # Marker and session in one Redis round trip; a lost store is rebuilt first.
             ended = await runtime.revoked.contains(claims.session_id)
         except ServiceUnavailable:
             raise

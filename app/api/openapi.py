@@ -62,7 +62,9 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return responses
 
 
-PROBLEM_SCHEMAS = {f"#/components/schemas/{name}" for name in ("Problem", "ValidationProblem")}
+PROBLEM_SCHEMAS = {
+    f"#/components/schemas/{name}" for name in ("Problem", "ValidationProblem", "NotReadyProblem")
+}
 
 
 def install_openapi(app: FastAPI) -> None:

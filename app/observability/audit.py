@@ -32,6 +32,7 @@ class Event(StrEnum):
     RATE_LIMITED = "rate_limited"
     TOKEN_REFRESHED = "token_refreshed"  # noqa: S105 - an event name
     REFRESH_REUSE_DETECTED = "refresh_reuse_detected"
+    REFRESH_RETRIED = "refresh_retried"
     LOGOUT = "logout"
     LOGOUT_ALL = "logout_all"
     PASSWORD_CHANGED = "password_changed"  # noqa: S105 - an event name

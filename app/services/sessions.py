@@ -1,12 +1,14 @@
 """Login sessions: families of rotating refresh tokens (RFC 9700 §4.14)."""
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import NoReturn, TypeVar
 
 from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, aliased
 from sqlalchemy.sql.selectable import ScalarSelect
@@ -18,13 +20,22 @@ from app.errors import (
     NotFound,
     RefreshTokenReused,
 )
-from app.models import IP_MAX_LENGTH, USER_AGENT_MAX_LENGTH, RefreshToken, User, UserRole
+from app.models import (
+    IP_MAX_LENGTH,
+    USER_AGENT_MAX_LENGTH,
+    EndedSession,
+    RefreshToken,
+    User,
+    UserRole,
+)
 from app.observability.audit import Audit, Event
 from app.security.access_tokens import AccessTokenCodec
 from app.security.refresh_tokens import MAX_REFRESH_TOKEN_LENGTH, digest, new_refresh_token
 from app.stores.revocations import RevokedSessions
 
 T = TypeVar("T")
+# Concurrent retries each revoke the child the one before issued; bounded all the same.
+RETRY_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +57,8 @@ class TokenIssuer:
     access_ttl: timedelta
     refresh_ttl: timedelta
     session_max: timedelta
+    # REFRESH_REUSE_GRACE_SECONDS: zero (the default) makes every spent token reuse.
+    reuse_grace: timedelta = timedelta(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +231,10 @@ async def rotate(
         )
     ).one_or_none()
     if spent is None:
+        if issuer.reuse_grace > timedelta(0):
+            retried = await _retry(db, issuer, token_digest, client=client, now=now, audit=audit)
+            if retried is not None:
+                return retried
         await _refuse(db, token_digest, revoked=revoked, now=now, audit=audit)
     child, grant = _issue(
         db,
@@ -241,6 +258,89 @@ async def rotate(
     )
     audit.record(Event.TOKEN_REFRESHED, user_id=spent.user_id, session_id=spent.session_id)
     return grant
+
+
+async def _retry(
+    db: AsyncSession,
+    issuer: TokenIssuer,
+    token_digest: bytes,
+    *,
+    client: Client,
+    now: datetime,
+    audit: Audit,
+) -> Grant | None:
+    """REFRESH_REUSE_GRACE_SECONDS: a token spent within the window whose child was never
+    used is a retry of a refresh whose answer was lost. The unused child is revoked and
+    a new one issued, so exactly one child stays live; None when this is not a retry.
+
+    The revoked child is marked spent: presented later it is reuse, and its family ends
+    (a thief who retried first loses the session when the real client shows up).
+    """
+    for _ in range(RETRY_ATTEMPTS):
+        # The spent token's row is locked: concurrent retries of one token take turns
+        # (PostgreSQL; SQLite runs one writer at a time), each seeing the child the one
+        # before issued.
+        found = (
+            await db.execute(
+                select(
+                    RefreshToken.id,
+                    RefreshToken.session_id,
+                    RefreshToken.user_id,
+                    RefreshToken.spent_at,
+                    RefreshToken.replaced_by_id,
+                    RefreshToken.session_expires_at,
+                )
+                .where(RefreshToken.token_digest == token_digest)
+                .with_for_update()
+            )
+        ).one_or_none()
+        if found is None or found.spent_at is None or found.replaced_by_id is None:
+            return None
+        if now - _aware(found.spent_at) > issuer.reuse_grace:
+            return None
+        # A conditional UPDATE again: of two concurrent retries one revokes the child.
+        unused = (
+            await db.execute(
+                update(RefreshToken)
+                .where(RefreshToken.id == found.replaced_by_id, _live(now))
+                .values(revoked_at=now, spent_at=now)
+                .returning(RefreshToken.id)
+                .execution_options(synchronize_session=False)
+            )
+        ).one_or_none()
+        if unused is None:
+            # The child was used (reuse), or a concurrent retry revoked it and issued
+            # another: look again at which child the token now names.
+            now_replaced_by = await db.scalar(
+                select(RefreshToken.replaced_by_id).where(RefreshToken.id == found.id)
+            )
+            if now_replaced_by == found.replaced_by_id:
+                return None
+            continue
+        user = (
+            await db.execute(select(User.email, User.phone_number).where(User.id == found.user_id))
+        ).one()
+        child, grant = _issue(
+            db,
+            issuer,
+            user_id=found.user_id,
+            email=user.email,
+            phone=user.phone_number,
+            session_id=found.session_id,
+            session_expires_at=found.session_expires_at,
+            client=client,
+            now=now,
+        )
+        await db.flush()
+        await db.execute(
+            update(RefreshToken)
+            .where(RefreshToken.id == found.id)
+            .values(replaced_by_id=child.id)
+            .execution_options(synchronize_session=False)
+        )
+        audit.record(Event.REFRESH_RETRIED, user_id=found.user_id, session_id=found.session_id)
+        return grant
+    return None
 
 
 async def _refuse(
@@ -300,13 +400,31 @@ async def _revoke(db: AsyncSession, which: ColumnElement[bool], now: datetime) -
         sessions |= found
 
 
+async def _record_ended(
+    db: AsyncSession, session_ids: Collection[uuid.UUID], *, revoked: RevokedSessions, now: datetime
+) -> None:
+    """The one way a session ends for the bearer check: a record the set is rebuilt from
+    (outliving the user's rows), and the revoked-session set itself."""
+    if not session_ids:
+        return
+    dialect = db.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    # A session ended twice keeps its first end: its access tokens expired no later.
+    await db.execute(
+        insert(EndedSession)
+        .values([{"session_id": sid, "ended_at": now} for sid in session_ids])
+        .on_conflict_do_nothing(index_elements=[EndedSession.session_id])
+    )
+    # Added before the commit: if the commit fails the session is refused
+    # early, which fails closed.
+    await revoked.add(session_ids)
+
+
 async def _revoke_family(
     db: AsyncSession, session_id: uuid.UUID, *, revoked: RevokedSessions, now: datetime
 ) -> None:
     await _revoke(db, RefreshToken.session_id == session_id, now)
-    # Added before the commit: if the commit fails the session is refused
-    # early, which fails closed.
-    await revoked.add([session_id])
+    await _record_ended(db, [session_id], revoked=revoked, now=now)
 
 
 async def end(
@@ -343,9 +461,14 @@ async def end(
 async def end_all(
     db: AsyncSession, *, user_id: int, revoked: RevokedSessions, now: datetime
 ) -> set[uuid.UUID]:
-    """End every session of a user (logout-all, password change); the sessions it ended."""
+    """End every session of a user; the sessions it ended.
+
+    Every path that ends all of a user's sessions goes through here (logout-all, password
+    change or reset, disabling or deleting the user): the ended-session records it writes
+    have no foreign key, so deleting the user's rows afterwards leaves them.
+    """
     ended = await _revoke(db, RefreshToken.user_id == user_id, now)
-    await revoked.add(ended)
+    await _record_ended(db, ended, revoked=revoked, now=now)
     return ended
 
 
@@ -413,13 +536,25 @@ def _aware(value: datetime) -> datetime:
 async def recently_revoked(
     db: AsyncSession, *, since: datetime
 ) -> Sequence[tuple[uuid.UUID, datetime]]:
-    """(session id, revoked at) of sessions revoked since `since`, to refill the revoked set."""
+    """(session id, ended at) of sessions ended since `since`, to rebuild the revoked set.
+
+    Read from the ended-session records, never from refresh-token rows: those go with
+    a deleted user, and a child revoked by a refresh retry does not end its session.
+    """
     rows = await db.execute(
-        select(RefreshToken.session_id, func.max(RefreshToken.revoked_at))
-        .where(RefreshToken.revoked_at >= since)
-        .group_by(RefreshToken.session_id)
+        select(EndedSession.session_id, EndedSession.ended_at).where(EndedSession.ended_at >= since)
     )
-    return [(session_id, _aware(revoked_at)) for session_id, revoked_at in rows if revoked_at]
+    return [(session_id, _aware(ended_at)) for session_id, ended_at in rows]
+
+
+async def prune_ended_records(db: AsyncSession, *, ended_before: datetime) -> int:
+    """Delete the ended-session records older than the retention; the number deleted."""
+    result = await db.execute(
+        delete(EndedSession)
+        .where(EndedSession.ended_at < ended_before)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def prune(db: AsyncSession, *, ended_before: datetime, batch_size: int) -> int:

@@ -19,7 +19,11 @@ def limits_storage(url: str) -> tuple[Storage, ConnectionPool | None]:
     Redis, the connection pool too, ours to close at shutdown."""
     if url == "memory://":
         return MemoryStorage(), None
-    pool = ConnectionPool.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    # A connection idle over a second is pinged first, so one left broken by a Redis
+    # restart is replaced instead of failing the next request.
+    pool = ConnectionPool.from_url(
+        url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=1
+    )
     storage = RedisStorage(
         f"async+{url}",
         implementation="redispy",

@@ -84,7 +84,10 @@ def test_readiness_is_200_when_the_database_answers(client: TestClient) -> None:
     response = client.get("/health/ready")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ok"}
+    assert response.json() == {
+        "status": "ok",
+        "checks": {"database": "ok", "revocation_store": "ok"},
+    }
 
 
 def test_readiness_is_a_503_problem_while_health_stays_200_when_the_database_is_unreachable(
@@ -97,6 +100,7 @@ def test_readiness_is_a_503_problem_while_health_stays_200_when_the_database_is_
     assert "127.0.0.1" not in ready.text
     assert "psycopg" not in ready.text.lower()
     assert "none" not in body["detail"]
+    assert body["checks"] == {"database": "unavailable", "revocation_store": "ok"}
     assert health.status_code == 200
     assert health.json() == {"status": "ok"}
 

@@ -39,7 +39,10 @@ def test_a_whole_scenario_logs_every_audit_event_and_no_secret(
     ASVS 5.0 16.2.5 and 16.3.1: authentication decisions are logged, credentials are not.
     """
     make_user(db, email="ada@example.com", password=DEFAULT_PASSWORD)
-    server = live_server(LOGIN_MAX_FAILURES="3", IP_RATE_LIMIT="20/hour")
+    make_user(db, email="root@example.com", password=DEFAULT_PASSWORD, roles=["admin"])
+    server = live_server(
+        LOGIN_MAX_FAILURES="3", IP_RATE_LIMIT="20/hour", REFRESH_REUSE_GRACE_SECONDS="60"
+    )
     secret_key = server.env["TOKEN_SECRET_KEY"]
     new_password = "a brand new passphrase for ada"
     grace_password = "grace hopper's own passphrase"
@@ -63,12 +66,22 @@ def test_a_whole_scenario_logs_every_audit_event_and_no_secret(
         for guess in guesses:
             client.post("/account/login", json={"email": "ada@example.com", "password": guess})
         first = login(client)
+        child = client.post("/account/refresh", json={"refresh_token": first["refresh_token"]})
+        # A retry within the grace window, the child unused: the child is replaced.
         client.post("/account/refresh", json={"refresh_token": first["refresh_token"]})
-        # Reuse: the first refresh token is spent.
-        client.post("/account/refresh", json={"refresh_token": first["refresh_token"]})
+        # Reuse: the child the retry replaced is presented.
+        client.post("/account/refresh", json={"refresh_token": child.json()["refresh_token"]})
         client.get("/test", headers=bearer(first["access_token"]))
         second = login(client)
         client.get("/account/me", headers=bearer(second["access_token"]))
+        # Administration: a non-admin is refused; an admin disables, enables, re-roles and
+        # deletes the account registered above.
+        client.get("/admin/users", headers=bearer(second["access_token"]))
+        root = bearer(login(client, email="root@example.com")["access_token"])
+        grace_id = client.get("/admin/users?email=grace", headers=root).json()["items"][0]["id"]
+        for change in ({"is_active": False}, {"is_active": True}, {"roles": ["auditor"]}):
+            client.patch(f"/admin/users/{grace_id}", json=change, headers=root)
+        client.delete(f"/admin/users/{grace_id}", headers=root)
         third = client.post(
             "/account/token",
             data={
@@ -127,6 +140,6 @@ def test_a_whole_scenario_logs_every_audit_event_and_no_secret(
         **{f"access token signature {n}": t.rsplit(".", 1)[1] for n, t in enumerate(access_tokens)},
         **{f"refresh token {n}": t for n, t in enumerate(refresh_tokens)},
     }
-    assert len(access_tokens) == 7
+    assert len(access_tokens) == 9
     for name, secret in secrets.items():
         assert secret not in log, f"{name} is in the log"

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings, load_token_keys
-from app.db import create_engine_for, create_sessionmaker
+from app.db import create_engine_for, create_sessionmaker, database_work
 from app.revocations import RevokedSessions, revoked_sessions
 from app.security.access_tokens import AccessTokenCodec
 from app.security.keys import KeySet
@@ -58,6 +58,7 @@ class Runtime:
                 memory_kib=settings.PASSWORD_HASH_MEMORY_KIB,
                 time_cost=settings.PASSWORD_HASH_TIME_COST,
                 parallelism=settings.PASSWORD_HASH_PARALLELISM,
+                queue_limit=settings.PASSWORD_HASH_QUEUE_LIMIT,
             ),
             issuer=TokenIssuer(
                 codec=codec,
@@ -85,7 +86,9 @@ class Runtime:
         """Refill the revoked-session set from the database (once per process)."""
 
         async def fetch(since: datetime) -> list[tuple[uuid.UUID, datetime]]:
-            async with self.sessionmaker() as db:
+            async with database_work(
+                self.sessionmaker, self.settings.DATABASE_TIMEOUT_SECONDS
+            ) as db:
                 return list(await sessions.recently_revoked(db, since=since))
 
         await self.revoked.load(fetch)

@@ -25,6 +25,9 @@ async def health() -> Health:
 @router.get("/health/ready", response_model=Health, responses=problems(503))
 async def ready(runtime: RuntimeDep) -> Health:
     """The database answers within a short timeout; 503 otherwise."""
+    if runtime.draining:
+        # Under `serve`, from SIGTERM on: the load balancer moves traffic away first.
+        raise ServiceUnavailable("the service is shutting down")
 
     async def ping() -> None:
         async with runtime.engine.connect() as connection:

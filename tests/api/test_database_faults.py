@@ -5,7 +5,7 @@ import contextlib
 import sqlite3
 from collections.abc import Iterator
 
-import httpx
+import httpx2
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
@@ -49,7 +49,7 @@ def locked_database(database_url: str, sync_engine: Engine) -> Iterator[None]:
             locker.rollback()
 
 
-def assert_unavailable(response: httpx.Response) -> None:
+def assert_unavailable(response: httpx2.Response) -> None:
     assert response.status_code == 503, response.text
     assert int(response.headers["Retry-After"]) >= 1
     assert response.headers["Content-Type"] == "application/problem+json"

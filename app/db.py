@@ -165,6 +165,14 @@ def postgres_connect_args(timeout_seconds: float, *, statements: bool) -> dict[s
     return args
 
 
+def _with_url_options(url: URL, args: dict[str, Any]) -> dict[str, Any]:
+    """Keep the server options a DATABASE_URL may carry (`?options=-c search_path=x`)."""
+    given = url.query.get("options")
+    if isinstance(given, str) and "options" in args:
+        args["options"] = f"{given} {args['options']}"
+    return args
+
+
 def create_engine_for(settings: Settings) -> AsyncEngine:
     url = async_url(settings.DATABASE_URL)
     options: dict[str, Any] = {}
@@ -182,7 +190,7 @@ def create_engine_for(settings: Settings) -> AsyncEngine:
             "max_overflow": settings.DATABASE_MAX_OVERFLOW,
             "pool_recycle": settings.DATABASE_POOL_RECYCLE_SECONDS,
             "pool_timeout": timeout,
-            "connect_args": postgres_connect_args(timeout, statements=True)
+            "connect_args": _with_url_options(url, postgres_connect_args(timeout, statements=True))
             | {"async_creator_fn": _PostgresConnection.connect},
         }
     engine = create_async_engine(url, **options)

@@ -7,7 +7,7 @@ from sqlalchemy import create_engine
 from alembic import context
 from app import models  # noqa: F401  (registers the tables on Base.metadata)
 from app.config import DatabaseSettings
-from app.db import Base, sync_url
+from app.db import Base, postgres_connect_args, sync_url
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):
@@ -15,6 +15,9 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
 
 database_url = config.attributes.get("database_url") or DatabaseSettings().DATABASE_URL
 url = sync_url(database_url)
+timeout_seconds = (
+    config.attributes.get("database_timeout") or DatabaseSettings().DATABASE_TIMEOUT_SECONDS
+)
 
 
 def run_migrations_offline() -> None:
@@ -29,7 +32,14 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    engine = create_engine(url)
+    # Connecting is bounded by DATABASE_TIMEOUT_SECONDS; statements are not: a table
+    # rebuild may take longer.
+    connect_args = (
+        postgres_connect_args(timeout_seconds, statements=False)
+        if url.get_backend_name() == "postgresql"
+        else {}
+    )
+    engine = create_engine(url, connect_args=connect_args)
     try:
         with engine.connect() as connection:
             context.configure(

@@ -3,20 +3,31 @@
 import argparse
 import asyncio
 import getpass
+import logging
 import os
 import secrets
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.config import Settings, load_settings
+from app.config import SERVE_MARKER, Settings, load_settings
 
 DEMO_EMAIL = "demo@example.com"
 PRUNE_BATCH_SIZE = 1000
+# `serve` waiting for the database: the first retry after half a second, doubling up to 5 s.
+STARTUP_FIRST_DELAY_SECONDS = 0.5
+STARTUP_MAX_DELAY_SECONDS = 5.0
+# After the drain: in-flight requests get this long, then closing connections up to 3 s
+# (app.main), so that the process exits within SHUTDOWN_DRAIN_SECONDS + 10 s.
+GRACEFUL_SHUTDOWN_SECONDS = 5
+
+log = logging.getLogger("app.startup")
 
 T = TypeVar("T")
 
@@ -111,12 +122,27 @@ def serve(args: argparse.Namespace) -> int:
     if args.demo and settings.ENVIRONMENT == "production":
         print("error: --demo is refused under ENVIRONMENT=production", file=sys.stderr)
         return 2
-    migrate(settings)
-    if args.demo:
-        password = secrets.token_urlsafe(18)
-        asyncio.run(_set_user(settings, email=DEMO_EMAIL, password=password, first_name="Demo"))
-        print(f"demo account: {DEMO_EMAIL}  password: {password}", flush=True)
+    problem = wait_for_database(settings)
+    if problem is not None:
+        print(
+            f"error: the database is unreachable after "
+            f"{settings.DATABASE_STARTUP_TIMEOUT_SECONDS:g} s: {problem}",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        migrate(settings)
+        if args.demo:
+            password = secrets.token_urlsafe(18)
+            asyncio.run(_set_user(settings, email=DEMO_EMAIL, password=password, first_name="Demo"))
+            print(f"demo account: {DEMO_EMAIL}  password: {password}", flush=True)
+    except SQLAlchemyError as exc:
+        # The database went away after answering: one line, as when it never answered.
+        print(f"error: the database failed during start-up: {_one_line(exc)}", file=sys.stderr)
+        return 1
     proxies = ",".join(settings.TRUSTED_PROXIES)
+    # Each worker process drains on SIGTERM (app.main); plain uvicorn keeps its own shutdown.
+    os.environ[SERVE_MARKER] = "1"
     uvicorn.run(
         "app.main:app",
         host=args.host,
@@ -126,6 +152,7 @@ def serve(args: argparse.Namespace) -> int:
         # only TRUSTED_PROXIES, and nobody when it is empty.
         proxy_headers=bool(proxies),
         forwarded_allow_ips=proxies or None,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
     return 0
 
@@ -146,6 +173,56 @@ def _roles(names: Sequence[str]) -> list[str] | None:
         print(f"error: at most {MAX_ROLES} roles (--role)", file=sys.stderr)
         return None
     return unique
+
+
+def _one_line(exc: BaseException) -> str:
+    """The driver's first line, without the statement SQLAlchemy appends."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines()
+    return lines[0] if lines else type(orig).__name__
+
+
+def wait_for_database(settings: Settings) -> str | None:
+    """Wait for the database with backoff, up to DATABASE_STARTUP_TIMEOUT_SECONDS: None once
+    it answers, else the last problem. One log line per failed attempt."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    from app.db import postgres_connect_args, sync_url
+
+    url = sync_url(settings.DATABASE_URL)
+    connect_args = (
+        postgres_connect_args(settings.DATABASE_TIMEOUT_SECONDS, statements=True)
+        if url.get_backend_name() == "postgresql"
+        else {}
+    )
+    engine = create_engine(url, connect_args=connect_args, poolclass=NullPool)
+    deadline = time.monotonic() + settings.DATABASE_STARTUP_TIMEOUT_SECONDS
+    delay = STARTUP_FIRST_DELAY_SECONDS
+    attempt = 0
+    try:
+        while True:
+            attempt += 1
+            try:
+                with engine.connect() as connection:
+                    connection.execute(text("SELECT 1"))
+                return None
+            except SQLAlchemyError as exc:
+                problem = _one_line(exc)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return problem
+            pause = min(delay, remaining)
+            log.warning(
+                "database unreachable (attempt %d): %s; retrying in %.1f s",
+                attempt,
+                problem,
+                pause,
+            )
+            time.sleep(pause)
+            delay = min(delay * 2, STARTUP_MAX_DELAY_SECONDS)
+    finally:
+        engine.dispose()
 
 
 def create_user(args: argparse.Namespace) -> int:

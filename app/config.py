@@ -23,6 +23,8 @@ SECRET_KEY_FILE = ".token_secret_key"  # noqa: S105 - a file name
 DATA_KEY_FILE = ".data_encryption_key"
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 DEFAULT_DATABASE_URL = "sqlite:///./jwt_auth.db"
+# Set by `jwt-auth-api serve` for its processes: only there does SIGTERM drain first.
+SERVE_MARKER = "JWT_AUTH_API_SERVE"
 
 TokenAlgorithm = Literal["HS256", "RS256", "ES256", "EdDSA"]
 MailBackendName = Literal["console", "smtp", "disabled"]
@@ -60,6 +62,8 @@ class DatabaseSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
     DATABASE_URL: str = DEFAULT_DATABASE_URL
+    # Bounds a request's whole database work; migrations use it for connecting only.
+    DATABASE_TIMEOUT_SECONDS: float = Field(default=5, gt=0)
 
 
 class AlgorithmSettings(BaseSettings):
@@ -76,6 +80,8 @@ class Settings(DatabaseSettings):
     DATABASE_MAX_OVERFLOW: int = Field(default=10, ge=0)
     DATABASE_POOL_RECYCLE_SECONDS: int = Field(default=1800, ge=-1)
     DATABASE_POOL_PRE_PING: bool = True
+    DATABASE_STARTUP_TIMEOUT_SECONDS: float = Field(default=30, ge=0)
+    SHUTDOWN_DRAIN_SECONDS: float = Field(default=0, ge=0)
 
     TOKEN_SECRET_KEY: str | None = None
     TOKEN_ISSUER: str = "http://localhost:8000"  # noqa: S105
@@ -99,6 +105,7 @@ class Settings(DatabaseSettings):
     PASSWORD_HASH_MEMORY_KIB: int = Field(default=19456, ge=8)
     PASSWORD_HASH_TIME_COST: int = Field(default=2, ge=1)
     PASSWORD_HASH_PARALLELISM: int = Field(default=1, ge=1)
+    PASSWORD_HASH_QUEUE_LIMIT: int = Field(default=32, ge=0)
 
     LOGIN_MAX_FAILURES: int = Field(default=5, ge=1)
     LOGIN_WINDOW_SECONDS: int = Field(default=900, ge=1)

@@ -1,9 +1,13 @@
 """Declarative base, engine factory and the per-request transaction."""
 
-from collections.abc import AsyncIterator
+import asyncio
+import math
+from collections.abc import AsyncIterator, Generator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
+import psycopg
 from fastapi import Request
 from sqlalchemy import DateTime, Dialect, MetaData, event
 from sqlalchemy.engine import URL, make_url
@@ -20,8 +24,13 @@ from sqlalchemy.types import TypeDecorator
 from app.config import Settings
 from app.errors import AppError
 
+RV = TypeVar("RV")
+
 SQLITE_BUSY_TIMEOUT_MS = 5000
-CONNECT_TIMEOUT_SECONDS = 5
+# TCP keepalives, so that a silent split (a peer gone without a FIN or RST) is noticed.
+KEEPALIVE_IDLE_SECONDS = 10
+KEEPALIVE_INTERVAL_SECONDS = 5
+KEEPALIVE_COUNT = 3
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -76,14 +85,16 @@ def async_url(database_url: str) -> URL:
     return url
 
 
-def _configure_sqlite(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+def _configure_sqlite(
+    dbapi_connection: Any, _record: ConnectionPoolEntry, busy_timeout_ms: int
+) -> None:
     # The driver's own lazy BEGIN lets two writers read the same row and then
     # collide with "database is locked"; we emit BEGIN IMMEDIATE ourselves
     # (SQLAlchemy's pysqlite/aiosqlite "serializable isolation" recipe).
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
@@ -93,19 +104,84 @@ def _begin_immediate(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def install_sqlite_transactions(sync_engine: Any) -> None:
-    event.listen(sync_engine, "connect", _configure_sqlite)
+def install_sqlite_transactions(
+    sync_engine: Any, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS
+) -> None:
+    def configure(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        _configure_sqlite(dbapi_connection, record, busy_timeout_ms)
+
+    event.listen(sync_engine, "connect", configure)
     event.listen(sync_engine, "begin", _begin_immediate)
+
+
+class _PostgresConnection(psycopg.AsyncConnection[Any]):
+    """psycopg, except that a cancelled operation drops its connection at once.
+
+    On cancellation psycopg sends the server a cancel request and waits for the
+    query to end, up to 10 s: on a database that stopped answering, 10 s past the
+    request's deadline. A dropped connection is discarded by the pool, and the
+    server ends the query itself at its statement_timeout.
+    """
+
+    async def wait(
+        self,
+        gen: Generator[Any, Any, RV],
+        interval: float = 0.1,
+        timeout: float | None = None,  # noqa: ASYNC109 - psycopg's own signature
+    ) -> RV:
+        try:
+            return await psycopg.waiting.wait_async(
+                gen, self.pgconn.socket, interval=interval, timeout=timeout
+            )
+        except asyncio.CancelledError:
+            self.pgconn.finish()
+            raise
+
+
+def connect_timeout(timeout_seconds: float) -> int:
+    # libpq counts whole seconds and reads anything below 2 as 2.
+    return max(2, math.ceil(timeout_seconds))
+
+
+def postgres_connect_args(timeout_seconds: float, *, statements: bool) -> dict[str, Any]:
+    """psycopg options bounding each step by DATABASE_TIMEOUT_SECONDS.
+
+    Connecting (connect_timeout), and a silent split of an open connection
+    (keepalives, and tcp_user_timeout for data sent but never acknowledged).
+    With `statements`, also each statement on the server (statement_timeout);
+    migrations go without: a table rebuild may take longer.
+    """
+    timeout_ms = math.ceil(timeout_seconds * 1000)
+    args: dict[str, Any] = {
+        "connect_timeout": connect_timeout(timeout_seconds),
+        "keepalives": 1,
+        "keepalives_idle": KEEPALIVE_IDLE_SECONDS,
+        "keepalives_interval": KEEPALIVE_INTERVAL_SECONDS,
+        "keepalives_count": KEEPALIVE_COUNT,
+    }
+    if statements:
+        args["tcp_user_timeout"] = timeout_ms
+        args["options"] = f"-c statement_timeout={timeout_ms}"
+    return args
+
+
+def _with_url_options(url: URL, args: dict[str, Any]) -> dict[str, Any]:
+    """Keep the server options a DATABASE_URL may carry (`?options=-c search_path=x`)."""
+    given = url.query.get("options")
+    if isinstance(given, str) and "options" in args:
+        args["options"] = f"{given} {args['options']}"
+    return args
 
 
 def create_engine_for(settings: Settings) -> AsyncEngine:
     url = async_url(settings.DATABASE_URL)
     options: dict[str, Any] = {}
+    timeout = settings.DATABASE_TIMEOUT_SECONDS
     if url.get_backend_name() == "sqlite":
         # SQLite runs one writer at a time (BEGIN IMMEDIATE for every transaction), so
         # one connection loses nothing, and requests queue on the pool, handed over at
         # once, instead of in SQLite's busy handler, which polls with growing sleeps.
-        options |= {"pool_size": 1, "max_overflow": 0}
+        options |= {"pool_size": 1, "max_overflow": 0, "pool_timeout": timeout}
     if url.get_backend_name() == "postgresql":
         # A local SQLite file never drops a connection: pinging it would only cost a round trip.
         options |= {
@@ -113,11 +189,13 @@ def create_engine_for(settings: Settings) -> AsyncEngine:
             "pool_size": settings.DATABASE_POOL_SIZE,
             "max_overflow": settings.DATABASE_MAX_OVERFLOW,
             "pool_recycle": settings.DATABASE_POOL_RECYCLE_SECONDS,
-            "connect_args": {"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+            "pool_timeout": timeout,
+            "connect_args": _with_url_options(url, postgres_connect_args(timeout, statements=True))
+            | {"async_creator_fn": _PostgresConnection.connect},
         }
     engine = create_async_engine(url, **options)
     if url.get_backend_name() == "sqlite":
-        install_sqlite_transactions(engine.sync_engine)
+        install_sqlite_transactions(engine.sync_engine, math.ceil(timeout * 1000))
     return engine
 
 
@@ -144,9 +222,12 @@ async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
     An error rolls the request's work back, except an error that carries a
     security decision (`keeps_changes`), such as a family revoked on reuse:
     that decision is committed and the error still answers.
+
+    The request's whole database work (pool wait, connecting, statements, commit)
+    has DATABASE_TIMEOUT_SECONDS; past it TimeoutError, which answers 503.
     """
-    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.runtime.sessionmaker
-    async with sessionmaker() as db:
+    runtime = request.app.state.runtime
+    async with database_work(runtime.sessionmaker, runtime.settings.DATABASE_TIMEOUT_SECONDS) as db:
         try:
             yield db
         except AppError as exc:
@@ -155,8 +236,39 @@ async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
             else:
                 await db.rollback()
             raise
+        except asyncio.CancelledError:
+            # The deadline (or a shutdown): database_work drops the connection instead.
+            raise
         except BaseException:
             await db.rollback()
             raise
         else:
             await db.commit()
+
+
+@asynccontextmanager
+async def database_work(
+    sessionmaker: async_sessionmaker[AsyncSession], timeout_seconds: float
+) -> AsyncIterator[AsyncSession]:
+    """A session whose work must end within `timeout_seconds` (TimeoutError otherwise).
+
+    Past the deadline its connection is dropped, not rolled back nor returned to the
+    pool: on a database that stopped answering, a ROLLBACK would wait as long as the
+    statement it ends.
+    """
+    db = sessionmaker()
+    deadline = asyncio.timeout(timeout_seconds)
+    try:
+        async with deadline:
+            try:
+                yield db
+            except asyncio.CancelledError:
+                if deadline.expired():
+                    await db.invalidate()
+                raise
+            await db.close()
+    except TimeoutError:
+        await db.invalidate()
+        raise
+    finally:
+        await db.close()

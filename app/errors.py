@@ -216,10 +216,19 @@ class Throttled(AppError):
 
 
 class ServiceUnavailable(AppError):
+    """A dependency is down, slow or saturated: RFC 9110 §15.6.4, with when to retry."""
+
     status = 503
     slug = "service-unavailable"
     title = "Service unavailable"
     default_detail = "the service cannot answer right now; try again shortly"
+
+    def __init__(self, detail: str | None = None, retry_after: int = 5) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+    def headers(self, realm: str) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class NotReady(ServiceUnavailable):

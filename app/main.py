@@ -3,10 +3,14 @@
 import asyncio
 import contextlib
 import logging
+import os
+import signal
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version
 from importlib.resources import files
+from types import FrameType
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,6 +20,8 @@ from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redi
 from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp
@@ -23,10 +29,17 @@ from starlette.types import ASGIApp
 from app.api import account, admin, demo, health, protected, token
 from app.api.middleware import BodyLimit, SecurityHeaders, page_policy
 from app.api.openapi import install_openapi
-from app.config import Settings, load_settings
-from app.errors import ERRORS_BY_STATUS, AppError, ValidationFailed, problem_response
+from app.config import SERVE_MARKER, Settings, load_settings
+from app.errors import (
+    ERRORS_BY_STATUS,
+    AppError,
+    ServiceUnavailable,
+    ValidationFailed,
+    problem_response,
+)
 from app.observability.audit import install_audit_log
 from app.runtime import Runtime
+from app.security.passwords import HashQueueFull
 from app.stores.revocations import ReloadFailed
 
 log = logging.getLogger("app")
@@ -51,6 +64,17 @@ OAUTH2_REDIRECT_POLICY = (
 # Browsers may send these to a CORS_ORIGINS origin's scripts, and read these back.
 CORS_REQUEST_HEADERS = ["Authorization", "Content-Type", "X-CSRF-Token", "X-Request-ID"]
 CORS_RESPONSE_HEADERS = ["WWW-Authenticate", "Retry-After", "Location", "X-Request-ID"]
+# The database unreachable, refusing, cut, or past DATABASE_TIMEOUT_SECONDS (a statement
+# timeout, the pool's wait, the request's deadline): each answers 503, never a 500.
+DATABASE_FAULTS: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    PoolTimeout,
+    TimeoutError,
+)
+CLOSE_TIMEOUT_SECONDS = 3
+# A full argon2 queue drains within a few hash times.
+HASH_QUEUE_RETRY_AFTER_SECONDS = 1
 
 
 def _realm(request: Request) -> str:
@@ -63,6 +87,23 @@ async def _error_response(request: Request, exc: Exception) -> Response:
     realm = _realm(request)
     if isinstance(exc, AppError):
         return problem_response(exc, realm)
+    if isinstance(exc, DATABASE_FAULTS):
+        # The class only: a driver's message may quote the statement and its parameters.
+        log.warning(
+            "database unavailable on %s %s: %s",
+            request.method,
+            request.url.path,
+            type(getattr(exc, "orig", None) or exc).__name__,
+        )
+        return problem_response(ServiceUnavailable("the database is unavailable"), realm)
+    if isinstance(exc, HashQueueFull):
+        return problem_response(
+            ServiceUnavailable(
+                "too many password checks are waiting",
+                retry_after=HASH_QUEUE_RETRY_AFTER_SECONDS,
+            ),
+            realm,
+        )
     if isinstance(exc, RequestValidationError):
         # FastAPI's default echoes the submitted values (a password, say): ours keeps loc and msg.
         errors = [
@@ -91,9 +132,36 @@ async def _error_response(request: Request, exc: Exception) -> Response:
     return problem_response(AppError(), realm)
 
 
+def _drain_on_sigterm(runtime: Runtime) -> None:
+    """Under `serve`: SIGTERM makes /health/ready answer 503 at once, requests are still
+    served for SHUTDOWN_DRAIN_SECONDS, then uvicorn's own handler begins its graceful
+    shutdown (bounded by timeout_graceful_shutdown). A second SIGTERM skips the rest."""
+    drain = runtime.settings.SHUTDOWN_DRAIN_SECONDS
+    if os.environ.get(SERVE_MARKER) != "1" or drain <= 0:
+        return
+    if threading.current_thread() is not threading.main_thread():
+        return
+    uvicorn_handler = signal.getsignal(signal.SIGTERM)
+    if not callable(uvicorn_handler):
+        return
+    loop = asyncio.get_running_loop()
+
+    def on_sigterm(sig: int, frame: FrameType | None) -> None:
+        if runtime.draining:
+            uvicorn_handler(sig, frame)
+            return
+        runtime.draining = True
+        # A signal handler may interrupt the loop anywhere: hand over through its self-pipe.
+        loop.call_soon_threadsafe(loop.call_later, drain, uvicorn_handler, sig, frame)
+        log.warning("SIGTERM: draining for %g s before shutting down", drain)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     runtime: Runtime = app.state.runtime
+    _drain_on_sigterm(runtime)
     await runtime.hasher.prepare()
     try:
         await runtime.load_revoked_sessions()
@@ -112,7 +180,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         follower.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await follower
-        await runtime.close()
+        try:
+            # Bounded: closing must not wait on a database that stopped answering.
+            async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
+                await runtime.close()
+        except TimeoutError:
+            log.warning("shutdown: connections not closed within %s s", CLOSE_TIMEOUT_SECONDS)
 
 
 class _DropQueryStrings(logging.Filter):
@@ -158,7 +231,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.runtime = Runtime.build(settings)
 
-    for kind in (AppError, RequestValidationError, HTTPException, Exception):
+    # Every kind but Exception is answered by Starlette's ExceptionMiddleware: a normal
+    # response, so the client's keep-alive connection stays usable. Exception reaches
+    # ServerErrorMiddleware, which re-raises after its 500 and uvicorn closes the
+    # connection: database faults must not end up there.
+    for kind in (
+        AppError,
+        RequestValidationError,
+        HTTPException,
+        *DATABASE_FAULTS,
+        HashQueueFull,
+        Exception,
+    ):
         app.add_exception_handler(kind, _error_response)
     app.add_middleware(BodyLimit)
     if settings.CORS_ORIGINS:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings, load_sealer, load_token_keys
-from app.db import create_engine_for, create_sessionmaker
+from app.db import create_engine_for, create_sessionmaker, database_work
 from app.mail.backends import backend_for
 from app.mail.sender import MailSender
 from app.security.access_tokens import AccessTokenCodec
@@ -65,7 +65,7 @@ class Runtime:
         )
 
         async def ended_since(since: datetime) -> list[tuple[uuid.UUID, datetime]]:
-            async with sessionmaker() as db:
+            async with database_work(sessionmaker, settings.DATABASE_TIMEOUT_SECONDS) as db:
                 return list(await sessions.recently_revoked(db, since=since))
 
         runtime = cls(
@@ -76,6 +76,7 @@ class Runtime:
                 memory_kib=settings.PASSWORD_HASH_MEMORY_KIB,
                 time_cost=settings.PASSWORD_HASH_TIME_COST,
                 parallelism=settings.PASSWORD_HASH_PARALLELISM,
+                queue_limit=settings.PASSWORD_HASH_QUEUE_LIMIT,
             ),
             issuer=TokenIssuer(
                 codec=codec,

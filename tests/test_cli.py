@@ -74,6 +74,25 @@ def test_serve_refuses_the_demo_account_in_production(settings_env: dict[str, st
     assert "--demo" in result.stderr
 
 
+def test_serve_waits_for_an_unreachable_database_then_exits_1_with_one_line(
+    settings_env: dict[str, str], tmp_path: Path
+) -> None:
+    unreachable = f"sqlite:///{tmp_path / 'no such folder' / 'auth.db'}"
+    result = run(
+        ["serve", "--port", str(free_port())],
+        {**settings_env, "DATABASE_URL": unreachable, "DATABASE_STARTUP_TIMEOUT_SECONDS": "2"},
+    )
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) >= 3, result.stderr  # backoff: 0.5 s, then 1 s, then the rest
+    assert all("database unreachable (attempt" in line for line in lines[:-1]), result.stderr
+    assert lines[-1] == (
+        "error: the database is unreachable after 2 s: unable to open database file"
+    )
+
+
 @pytest.fixture
 def demo_server(settings_env: dict[str, str]) -> Iterator[tuple[str, str]]:
     """`jwt-auth-api serve --demo`: (base URL, printed demo password)."""

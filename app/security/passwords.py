@@ -65,35 +65,61 @@ def _yield_to_the_loop() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_NICENESS)
 
 
+class HashQueueFull(Exception):
+    """Too many argon2 operations are waiting already: answer 503 at once instead of queueing."""
+
+
 class PasswordHasher:
     """argon2id with the configured cost, run in a small executor of its own.
 
     Argon2 is CPU- and memory-bound (tens of MiB per hash): one thread per core
     bounds both, and a flood of logins queues here instead of occupying the
-    event loop or the threadpool every other route shares.
+    event loop or the threadpool every other route shares. At most `queue_limit`
+    operations wait for a thread; past that HashQueueFull, so that a flood cannot
+    make every other login wait behind it for minutes.
     """
 
-    def __init__(self, *, memory_kib: int, time_cost: int, parallelism: int) -> None:
+    def __init__(
+        self, *, memory_kib: int, time_cost: int, parallelism: int, queue_limit: int = 32
+    ) -> None:
         self._hash = PasswordHash(
             (Argon2Hasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism),)
         )
+        self._workers = cpu_count()
         self._executor = ThreadPoolExecutor(
-            max_workers=cpu_count(), thread_name_prefix="argon2", initializer=_yield_to_the_loop
+            max_workers=self._workers, thread_name_prefix="argon2", initializer=_yield_to_the_loop
         )
+        self._queue_limit = queue_limit
+        self._pending = 0
+        self._pending_lock = threading.Lock()
         self._dummy_hash: str | None = None
         self.verifications = 0
 
+    @property
+    def queue_depth(self) -> int:
+        """Operations waiting for an argon2 thread (not those running)."""
+        return max(0, self._pending - self._workers)
+
+    def _done(self, _: object) -> None:
+        with self._pending_lock:
+            self._pending -= 1
+
+    async def _submit(self, fn: Callable[..., T], *args: str) -> T:
+        with self._pending_lock:
+            if self._pending >= self._workers + self._queue_limit:
+                raise HashQueueFull()
+            self._pending += 1
+        # Counted down when the work ends or is cancelled before it began, also when the
+        # request awaiting it was cancelled meanwhile (the thread still runs it to the end).
+        future = self._executor.submit(fn, *args)
+        future.add_done_callback(self._done)
+        return await asyncio.wrap_future(future)
+
     async def _run(self, fn: Callable[[str, str], T], password: str, password_hash: str) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, fn, normalize_password(password), password_hash
-        )
+        return await self._submit(fn, normalize_password(password), password_hash)
 
     async def hash(self, password: str) -> str:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, self._hash.hash, normalize_password(password)
-        )
+        return await self._submit(self._hash.hash, normalize_password(password))
 
     async def prepare(self) -> str:
         """Hash the dummy password once, before the first login can be timed."""

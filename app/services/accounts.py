@@ -82,28 +82,31 @@ async def authenticate(
 ) -> User:
     """The user these credentials belong to, or InvalidCredentials (unknown emails alike).
 
-    The attempt is counted before the password is verified, so a throttled
-    guesser burns no CPU; a success clears the account's count.
+    A failed attempt is reserved before the password is verified, so a throttled
+    guesser burns no CPU; only the verdict counts: a wrong password keeps it, the
+    right one clears the account's count, and an error (a 5xx) counts nothing.
     """
     try:
-        await throttle.login_attempt(email)
+        async with throttle.attempt(email) as attempt:
+            user = await _by_email(db, email)
+            await release_before_slow_work(db)
+            valid, new_hash = await hasher.verify(password, user.password_hash if user else None)
+            if user is None or not valid:
+                # Said in the log only; the client gets the same answer either way.
+                reason = "unknown email" if user is None else "wrong password"
+                audit.record(Event.LOGIN_FAILED, user_id=user.id if user else None, reason=reason)
+                await attempt.failed()
+                raise InvalidCredentials()
+            if not user.is_active:
+                # Said only after the right password, so it reveals nothing to a guesser; a
+                # 403 is no verdict on the password: it neither counts nor clears the count.
+                audit.record(Event.LOGIN_FAILED, user_id=user.id, reason="account disabled")
+                raise AccountDisabled()
+            await attempt.succeeded()
     except Throttled:
         throttled = await _by_email(db, email)
         audit.record(Event.LOGIN_THROTTLED, user_id=throttled.id if throttled else None)
         raise
-    user = await _by_email(db, email)
-    await release_before_slow_work(db)
-    valid, new_hash = await hasher.verify(password, user.password_hash if user else None)
-    if user is None or not valid:
-        # Said in the log only; the client gets the same answer either way.
-        reason = "unknown email" if user is None else "wrong password"
-        audit.record(Event.LOGIN_FAILED, user_id=user.id if user else None, reason=reason)
-        raise InvalidCredentials()
-    if not user.is_active:
-        # Said only after the right password, so it reveals nothing to a guesser.
-        audit.record(Event.LOGIN_FAILED, user_id=user.id, reason="account disabled")
-        raise AccountDisabled()
-    await throttle.login_succeeded(email)
     if new_hash is not None:
         # The stored hash used other argon2 parameters: upgrade it now that we know the password.
         user.password_hash = new_hash

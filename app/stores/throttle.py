@@ -1,17 +1,28 @@
-"""Throttling with the `limits` library: failed logins per account, requests per client IP."""
+"""Throttling: failed logins per account (a sliding log with reservations), requests per
+client IP (the `limits` library)."""
 
+import logging
 import math
+import threading
 import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from typing import Protocol
 
 import limits
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
-from redis.asyncio import ConnectionPool
+from redis.asyncio import ConnectionPool, Redis
+from redis.exceptions import RedisError
 
 from app.errors import ServiceUnavailable, Throttled
 
 KEY_PREFIX = "jwt-auth-api"
+FAILURES_KEY = f"{KEY_PREFIX}:login-failures:"
+
+log = logging.getLogger("app.stores.throttle")
 
 
 def limits_storage(url: str) -> tuple[Storage, ConnectionPool | None]:
@@ -35,12 +46,142 @@ def limits_storage(url: str) -> tuple[Storage, ConnectionPool | None]:
     return storage, pool
 
 
-class Throttle:
-    """Every attempt is counted as it starts (one atomic hit), so concurrent guesses cannot
-    all pass a check made before any of them failed; a success clears the count.
+class FailureLog(Protocol):
+    """Failed attempts per account within a sliding window, each reserved before the verdict.
 
-    The sliding-window counter weighs the previous window's count by how much of it
-    still overlaps, so a burst across a window boundary is still counted.
+    `reserve` records a provisional failure if the account is under the limit, in one
+    atomic step, so concurrent guesses cannot all pass a check made before any failed;
+    it answers the seconds until the oldest entry leaves the window when it is not.
+    """
+
+    async def reserve(self, email: str, entry: str) -> float | None: ...
+    async def release(self, email: str, entry: str) -> None: ...
+    async def keep(self, email: str, entry: str, at: float) -> None: ...
+    async def clear(self, email: str) -> None: ...
+
+
+class MemoryFailureLog:
+    def __init__(self, *, max_failures: int, window_seconds: int) -> None:
+        self._max = max_failures
+        self._window = window_seconds
+        self._entries: dict[str, dict[str, float]] = {}
+        # Handlers of one process share it; a lock makes check-and-reserve one step.
+        self._lock = threading.Lock()
+
+    async def reserve(self, email: str, entry: str) -> float | None:
+        now = time.time()
+        with self._lock:
+            entries = self._entries.setdefault(email, {})
+            for stale in [key for key, at in entries.items() if at <= now - self._window]:
+                del entries[stale]
+            if len(entries) >= self._max:
+                return min(entries.values()) + self._window - now
+            entries[entry] = now
+            return None
+
+    async def release(self, email: str, entry: str) -> None:
+        with self._lock:
+            self._entries.get(email, {}).pop(entry, None)
+
+    async def keep(self, email: str, entry: str, at: float) -> None:
+        with self._lock:
+            # A success may have cleared the log meanwhile: this failure still counts.
+            self._entries.setdefault(email, {}).setdefault(entry, at)
+
+    async def clear(self, email: str) -> None:
+        with self._lock:
+            self._entries.pop(email, None)
+
+
+# KEYS[1] the account's sorted set (score: time in ms); ARGV: now_ms, window_ms, max, entry.
+# The server's clock (TIME) keeps instances with skewed clocks on one timeline.
+_RESERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return {0, tonumber(oldest[2]) + window - now}
+end
+redis.call('ZADD', KEYS[1], now, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], window)
+return {1, now}
+"""
+
+
+class RedisFailureLog:
+    def __init__(self, pool: ConnectionPool, *, max_failures: int, window_seconds: int) -> None:
+        self._redis = Redis(connection_pool=pool)
+        self._max = max_failures
+        self._window_ms = window_seconds * 1000
+        self._reserve = self._redis.register_script(_RESERVE)
+        self._reserved_at: dict[str, float] = {}
+
+    async def reserve(self, email: str, entry: str) -> float | None:
+        granted, value = await self._reserve(
+            keys=[FAILURES_KEY + email], args=[self._window_ms, self._max, entry]
+        )
+        if not granted:
+            return float(value) / 1000
+        self._reserved_at[entry] = float(value)
+        return None
+
+    async def release(self, email: str, entry: str) -> None:
+        self._reserved_at.pop(entry, None)
+        await self._redis.zrem(FAILURES_KEY + email, entry)
+
+    async def keep(self, email: str, entry: str, at: float) -> None:
+        score = self._reserved_at.pop(entry, at * 1000)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(FAILURES_KEY + email, {entry: score})
+            pipe.pexpire(FAILURES_KEY + email, self._window_ms)
+            await pipe.execute()
+
+    async def clear(self, email: str) -> None:
+        await self._redis.delete(FAILURES_KEY + email)
+
+
+class Attempt:
+    """One password check of an account: it counts only once its verdict is known."""
+
+    def __init__(self, log: FailureLog, email: str, entry: str) -> None:
+        self._log = log
+        self._email = email
+        self._entry = entry
+        self.decided = False
+
+    async def failed(self) -> None:
+        """The verdict is a wrong password (or code): the reserved failure stays counted."""
+        self.decided = True
+        await _guard(self._log.keep(self._email, self._entry, time.time()))
+
+    async def succeeded(self) -> None:
+        """The verdict is the right password: the account's count is cleared."""
+        self.decided = True
+        await _guard(self._log.clear(self._email))
+
+
+async def _guard(work: Awaitable[None]) -> None:
+    try:
+        await work
+    except (RedisError, StorageError):
+        # Without its counters the throttle cannot protect anyone: fail closed.
+        raise ServiceUnavailable() from None
+
+
+class Throttle:
+    """Failed attempts per account, and requests per client IP.
+
+    A failed attempt is reserved before any password is verified (one atomic step
+    that refuses past the limit), and counted only on a verdict: a wrong password
+    keeps it, the right one clears the account's count, and a request that ends
+    without a verdict (a 5xx: database down, argon2 queue full) releases it, so an
+    outage never locks anybody out.
+
+    The IP limit is a sliding-window counter of `limits`, which weighs the previous
+    window's count by how much of it still overlaps, so a burst across a window
+    boundary is still counted.
     """
 
     def __init__(
@@ -48,8 +189,12 @@ class Throttle:
     ) -> None:
         self._storage, self._pool = limits_storage(storage_url)
         self._limiter = SlidingWindowCounterRateLimiter(self._storage)
-        self._login = limits.RateLimitItemPerSecond(
-            max_failures, window_seconds, namespace="login-failures"
+        self._failures: FailureLog = (
+            MemoryFailureLog(max_failures=max_failures, window_seconds=window_seconds)
+            if self._pool is None
+            else RedisFailureLog(
+                self._pool, max_failures=max_failures, window_seconds=window_seconds
+            )
         )
         self._per_ip = limits.parse_many(ip_limit) if ip_limit else []
 
@@ -69,16 +214,44 @@ class Throttle:
             for item in self._per_ip:
                 await self._hit(item, ip)
 
+    @asynccontextmanager
+    async def attempt(self, email: str) -> AsyncIterator[Attempt]:
+        """Reserve a failed attempt of this account (Throttled when over the limit); the
+        block calls `failed()` or `succeeded()` once it knows; without either, whatever
+        ends the block, the reservation is released and nothing is counted.
+        """
+        entry = uuid.uuid4().hex
+        try:
+            wait = await self._failures.reserve(email, entry)
+        except (RedisError, StorageError):
+            raise ServiceUnavailable() from None
+        if wait is not None:
+            raise Throttled(retry_after=max(1, math.ceil(wait)))
+        attempt = Attempt(self._failures, email, entry)
+        try:
+            yield attempt
+        finally:
+            if not attempt.decided:
+                await self._release(email, entry)
+
+    async def _release(self, email: str, entry: str) -> None:
+        try:
+            await self._failures.release(email, entry)
+        except (RedisError, StorageError):
+            # The request is failing already; the entry then expires with its window.
+            log.warning("could not release a reserved login attempt")
+
     async def login_attempt(self, email: str) -> None:
-        """Count an attempt on this account before any password is verified; 429 when over."""
-        await self._hit(self._login, email)
+        """Count a failed attempt of this account now, whatever follows; 429 when over.
+
+        Prefer `attempt()`, which counts verdicts only."""
+        async with self.attempt(email) as attempt:
+            await attempt.failed()
+
+    async def login_succeeded(self, email: str) -> None:
+        """Clear the account's count."""
+        await _guard(self._failures.clear(email))
 
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.aclose()
-
-    async def login_succeeded(self, email: str) -> None:
-        try:
-            await self._limiter.clear(self._login, email)
-        except StorageError:
-            raise ServiceUnavailable() from None

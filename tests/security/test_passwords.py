@@ -6,8 +6,10 @@ import pytest
 
 from app.security.passwords import (
     PASSWORD_MAX_LENGTH,
+    HashQueueFull,
     PasswordHasher,
     common_passwords,
+    cpu_count,
     normalize_password,
     password_problem,
 )
@@ -84,3 +86,27 @@ def test_an_unknown_account_still_costs_one_verification(hasher: PasswordHasher)
     before = hasher.verifications
     assert asyncio.run(hasher.verify("any password", None)) == (False, None)
     assert hasher.verifications == before + 1
+
+
+def test_a_full_argon2_queue_refuses_at_once_and_frees_its_places() -> None:
+    # Costly enough that the first operations are still running when the last arrive.
+    hasher = PasswordHasher(memory_kib=19456, time_cost=4, parallelism=1, queue_limit=2)
+    places = cpu_count() + 2
+
+    async def scenario() -> tuple[list[object], str]:
+        results = await asyncio.gather(
+            *(hasher.hash(f"password number {n}") for n in range(places + 3)),
+            return_exceptions=True,
+        )
+        # Every place is free again: one more operation is admitted.
+        return list(results), await hasher.hash("one more password")
+
+    try:
+        results, after = asyncio.run(scenario())
+    finally:
+        hasher.shutdown()
+    refused = [result for result in results if isinstance(result, HashQueueFull)]
+    assert len(refused) == 3
+    assert all(isinstance(result, str) for result in results[:places])
+    assert after.startswith("$argon2id$")
+    assert hasher.queue_depth == 0

@@ -22,6 +22,7 @@ from app.errors import (
     ValidationFailed,
 )
 from app.models import User
+from app.observability import metrics
 from app.runtime import Runtime
 from app.schemas import RefreshRequest
 from app.security import access_tokens
@@ -147,6 +148,7 @@ def _bearer_token(request: Request) -> str:
         raise AuthenticationRequired()
     token = credentials.strip(" ")
     if not token:
+        metrics.access_token_rejected("missing token")
         raise InvalidToken("missing token")
     return token
 
@@ -168,6 +170,8 @@ class BearerAuth(OAuth2PasswordBearer):
         try:
             claims = runtime.access_tokens.decode(_bearer_token(request))
         except TokenRejected as exc:
+            # Counted although not audited: the operator still sees a forging attempt.
+            metrics.access_token_rejected(exc.reason)
             raise InvalidToken(exc.reason) from None
         try:
             if not runtime.revoked.loaded:
@@ -189,6 +193,7 @@ def _rejected(
     request: Request, reason: str, claims: access_tokens.AccessClaims | None = None
 ) -> None:
     # ASVS 5.0 16.3.2: a failed authorization is logged, with the reason, never the token.
+    metrics.access_token_rejected(reason)
     _audit(request, _client(request)).record(
         Event.ACCESS_TOKEN_REJECTED,
         user_id=claims.user_id if claims else None,
@@ -217,6 +222,7 @@ CallerAudit = Annotated[Audit, Depends(get_caller_audit)]
 async def get_current_user(claims: AccessClaims, db: DbSession) -> User:
     user = await db.get(User, claims.user_id)
     if user is None:
+        metrics.access_token_rejected("unknown user")
         raise InvalidToken("unknown user")
     return user
 

@@ -18,10 +18,12 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from app.api import account, demo, meta, protected, token
-from app.audit import install_audit_log
+from app.api import metrics as metrics_route
 from app.config import Settings, load_settings
 from app.errors import ERRORS_BY_STATUS, AppError, ValidationFailed, problem_response
 from app.middleware import BodyLimit, SecurityHeaders, page_policy
+from app.observability.logging import configure_logging
+from app.observability.metrics import RequestDurations
 from app.openapi import install_openapi
 from app.runtime import Runtime
 
@@ -119,18 +121,21 @@ def _operation_id(route: APIRoute) -> str:
 
 class Service(FastAPI):
     """FastAPI with the security headers outside every other layer, so that the 500s of
-    Starlette's ServerErrorMiddleware carry them too."""
+    Starlette's ServerErrorMiddleware carry them too; request durations outside those."""
 
     page_policies: dict[str, str]
+    measure_requests: bool = False
 
     def build_middleware_stack(self) -> ASGIApp:
-        return SecurityHeaders(super().build_middleware_stack(), self.page_policies)
+        stack = SecurityHeaders(super().build_middleware_stack(), self.page_policies)
+        return RequestDurations(stack) if self.measure_requests else stack
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     logging.getLogger("uvicorn.access").addFilter(_ACCESS_LOG_FILTER)
-    install_audit_log()
+    # Also reaches uvicorn's own loggers when started as `uvicorn app.main:app`.
+    configure_logging(settings.LOG_FORMAT)
     app = Service(
         title="JWT auth API",
         version="0.1.0",
@@ -161,6 +166,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The protected route first: routes are matched in order, and it is the hot one.
     for module in (protected, account, token, meta, demo):
         app.include_router(module.router)
+    if settings.METRICS_ENABLED:
+        app.include_router(metrics_route.router)
+        app.measure_requests = True
     app.page_policies = _serve_docs(app)
     install_openapi(app)
     return app

@@ -3,9 +3,12 @@
 import argparse
 import asyncio
 import getpass
+import logging
 import os
 import secrets
+import shutil
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -16,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings, load_settings
 
 DEMO_EMAIL = "demo@example.com"
+# prometheus-client's multiprocess mode reads this variable when it is imported.
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 PRUNE_BATCH_SIZE = 1000
 
 T = TypeVar("T")
@@ -28,15 +33,31 @@ def _alembic_ini() -> Path:
     sys.exit("error: alembic.ini not found; run from the repository root")
 
 
-def migrate(settings: Settings) -> None:
-    """alembic upgrade head on DATABASE_URL."""
+def migrate(settings: Settings, *, own_logging: bool = False) -> None:
+    """alembic upgrade head on DATABASE_URL; `own_logging`: keep the service's log format
+    instead of alembic.ini's."""
     from alembic.config import Config
 
     from alembic import command
 
     config = Config(str(_alembic_ini()))
     config.attributes["database_url"] = settings.DATABASE_URL
+    if own_logging:
+        config.attributes["configure_logging"] = False
+        logging.getLogger("alembic").setLevel(logging.INFO)
     command.upgrade(config, "head")
+
+
+def _metrics_directory() -> str:
+    """PROMETHEUS_MULTIPROC_DIR for the workers of one `serve`, empty at start: the files
+    of an earlier run would add their counts to this one's."""
+    folder = os.environ.get(MULTIPROCESS_ENV)
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        for stale in Path(folder).glob("*.db"):
+            stale.unlink()
+        return folder
+    return tempfile.mkdtemp(prefix="jwt-auth-api-metrics-")
 
 
 async def _with_db(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
@@ -90,6 +111,8 @@ async def _set_user(
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.observability.logging import configure_logging, uvicorn_log_config
+
     settings = load_settings()
     if args.workers > 1 and not settings.shared_storage:
         print(
@@ -101,22 +124,35 @@ def serve(args: argparse.Namespace) -> int:
     if args.demo and settings.ENVIRONMENT == "production":
         print("error: --demo is refused under ENVIRONMENT=production", file=sys.stderr)
         return 2
-    migrate(settings)
+    configure_logging(settings.LOG_FORMAT)
+    migrate(settings, own_logging=True)
     if args.demo:
         password = secrets.token_urlsafe(18)
         asyncio.run(_set_user(settings, email=DEMO_EMAIL, password=password, first_name="Demo"))
         print(f"demo account: {DEMO_EMAIL}  password: {password}", flush=True)
     proxies = ",".join(settings.TRUSTED_PROXIES)
-    uvicorn.run(
-        "app.main:app",
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        # uvicorn believes X-Forwarded-For from 127.0.0.1 by default; we believe
-        # only TRUSTED_PROXIES, and nobody when it is empty.
-        proxy_headers=bool(proxies),
-        forwarded_allow_ips=proxies or None,
-    )
+    created = None
+    if settings.METRICS_ENABLED and (args.workers > 1 or MULTIPROCESS_ENV in os.environ):
+        # Set before any worker imports prometheus-client: each worker then writes its
+        # figures to files there, and /metrics in any of them sums every worker's.
+        folder = _metrics_directory()
+        created = None if os.environ.get(MULTIPROCESS_ENV) else folder
+        os.environ[MULTIPROCESS_ENV] = folder
+    try:
+        uvicorn.run(
+            "app.main:app",
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            # uvicorn believes X-Forwarded-For from 127.0.0.1 by default; we believe
+            # only TRUSTED_PROXIES, and nobody when it is empty.
+            proxy_headers=bool(proxies),
+            forwarded_allow_ips=proxies or None,
+            log_config=uvicorn_log_config(settings.LOG_FORMAT),
+        )
+    finally:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
     return 0
 
 

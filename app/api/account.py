@@ -226,9 +226,7 @@ async def change_password(
         min_length=runtime.settings.PASSWORD_MIN_LENGTH,
         audit=audit,
     )
-    ended = await sessions.end_all(
-        db, user_id=user.id, revoked=runtime.revoked, now=runtime.now()
-    )
+    ended = await sessions.end_all(db, user_id=user.id, revoked=runtime.revoked, now=runtime.now())
     metrics.sessions_ended("password_change", len(ended))
 
 

@@ -79,9 +79,7 @@ class JsonFormatter(_JsonFormatter):
         log_data.update(message_dict)
 
     def serialize_log_record(self, log_data: dict[str, Any]) -> str:
-        return self.json_serializer(
-            log_data, default=str, ensure_ascii=True, separators=(",", ":")
-        )
+        return json.dumps(log_data, default=str, ensure_ascii=True, separators=(",", ":"))
 
 
 class TextFormatter(logging.Formatter):

@@ -253,7 +253,7 @@ def exposition() -> tuple[bytes, str]:
     """The text exposition of every series: this process's, or every worker's."""
     if multiprocess():
         registry = CollectorRegistry()
-        MultiProcessCollector(registry)
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 

@@ -19,7 +19,9 @@ def key(name: str, **labels: str) -> Key:
     return name, frozenset(labels.items())
 
 
-def moved(before: dict[Key, float], after: dict[Key, float], prefixes: Iterable[str]) -> dict:
+def moved(
+    before: dict[Key, float], after: dict[Key, float], prefixes: Iterable[str]
+) -> dict[Key, float]:
     """The samples of these series whose value changed, with the change."""
     prefixes = tuple(prefixes)
     return {

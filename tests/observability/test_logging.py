@@ -64,7 +64,9 @@ def test_every_line_of_a_scenario_is_json_with_its_request_id(
     assert any(line.get("message") == "Application startup complete." for line in lines)
 
     def of(response: httpx.Response) -> list[dict[str, Any]]:
-        return [line for line in lines if line.get("request_id") == response.headers["X-Request-ID"]]
+        return [
+            line for line in lines if line.get("request_id") == response.headers["X-Request-ID"]
+        ]
 
     # The failed login: its audit event and its access line.
     assert [line["logger"] for line in of(wrong)] == ["app.audit", "uvicorn.access"]
@@ -93,7 +95,8 @@ def test_serve_logs_json_and_prints_the_demo_password_plain(
     httpx.get(f"{server.url}/health")
     log = server.stop_and_read_log()
 
-    person, rest = [], []
+    person: list[str] = []
+    rest: list[str] = []
     for line in log.splitlines():
         (person if line.startswith("demo account:") else rest).append(line)
     assert len(person) == 1
@@ -120,4 +123,6 @@ def test_log_format_text_is_for_a_terminal(
     assert f"[{request_id}]" in failed[0]
     assert 'reason="wrong password"' in failed[0]
     assert not any(line.startswith("{") for line in log.splitlines())
-    assert any(f"[{request_id}]" in line and "POST /account/login" in line for line in log.splitlines())
+    assert any(
+        f"[{request_id}]" in line and "POST /account/login" in line for line in log.splitlines()
+    )

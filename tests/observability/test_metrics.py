@@ -169,7 +169,9 @@ def test_the_functions_other_parts_call_move_their_own_series_only(local: TestCl
             "token_not_yet_valid",
             id="nbf",
         ),
-        pytest.param(lambda t, s: resigned(t, s, iss="https://elsewhere"), "wrong_issuer", id="iss"),
+        pytest.param(
+            lambda t, s: resigned(t, s, iss="https://elsewhere"), "wrong_issuer", id="iss"
+        ),
         pytest.param(lambda t, s: resigned(t, s, aud="another-api"), "wrong_audience", id="aud"),
         pytest.param(lambda t, s: resigned(t, s, jti=None), "missing_claim", id="no-jti"),
         pytest.param(lambda t, s: resigned(t, s, sid="not-a-uuid"), "invalid_claim", id="sid"),

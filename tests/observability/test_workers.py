@@ -23,7 +23,8 @@ def served_by_each_worker(folder: Path) -> list[float]:
     counts = []
     for path in sorted(folder.glob("histogram_*.db")):
         total = 0.0
-        for metric in MultiProcessCollector._read_metrics([str(path)]).values():
+        found = MultiProcessCollector._read_metrics([str(path)])  # type: ignore[no-untyped-call]
+        for metric in found.values():
             for sample in metric.samples:
                 if sample.name.endswith("_bucket") and dict(sample.labels).get("route") == ROUTE:
                     total += sample.value
@@ -38,9 +39,7 @@ def test_metrics_add_up_the_requests_of_every_worker(
     folder.mkdir()
     # A file left by an earlier run: serve empties the folder before the workers start.
     (folder / "counter_1.db").write_bytes(b"left over")
-    server = live_server(
-        "--workers", "2", command=SERVE, PROMETHEUS_MULTIPROC_DIR=str(folder)
-    )
+    server = live_server("--workers", "2", command=SERVE, PROMETHEUS_MULTIPROC_DIR=str(folder))
     assert not (folder / "counter_1.db").exists()
 
     def fetch(_: int) -> int:
@@ -59,9 +58,7 @@ def test_metrics_add_up_the_requests_of_every_worker(
     assert len([count for count in counts if count > 0]) == 2, counts
     assert sum(counts) == sent
 
-    wanted = key(
-        "http_request_duration_seconds_count", method="GET", route=ROUTE, status="200"
-    )
+    wanted = key("http_request_duration_seconds_count", method="GET", route=ROUTE, status="200")
     for _ in range(6):
         # Whichever worker answers, it reports both workers' requests.
         assert samples(httpx.get(f"{server.url}/metrics").text)[wanted] == sent
@@ -76,8 +73,6 @@ def test_serve_sets_up_the_shared_folder_itself(live_server: Callable[..., LiveS
 
     with ThreadPoolExecutor(8) as pool:
         assert set(pool.map(fetch, range(2 * PER_ROUND))) == {200}
-    wanted = key(
-        "http_request_duration_seconds_count", method="GET", route=ROUTE, status="200"
-    )
+    wanted = key("http_request_duration_seconds_count", method="GET", route=ROUTE, status="200")
     for _ in range(6):
         assert samples(httpx.get(f"{server.url}/metrics").text)[wanted] == 2 * PER_ROUND

@@ -1,5 +1,7 @@
 """/metrics: the contract's series move by exactly what happened, for allowed clients only."""
 
+import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -15,7 +17,7 @@ from app.main import create_app
 from app.models import User
 from app.observability import metrics
 from tests.attacks.forge import decoded, hmac_signed, unsigned
-from tests.conftest import LiveServer
+from tests.conftest import ROOT, LiveServer
 from tests.factories import DEFAULT_PASSWORD, bearer, login, make_user
 from tests.observability.scrape import key, moved, samples
 
@@ -325,3 +327,15 @@ def test_routes_are_templates_and_unknown_methods_are_other(local: TestClient) -
     assert routes == {"/account/sessions/{session_id}", "unmatched", "/health", "/metrics"}
     methods = {dict(labels)["method"] for _, labels in counts}
     assert methods == {"DELETE", "GET", "other"}
+
+
+def test_the_grafana_dashboard_reads_only_series_the_service_exposes(local: TestClient) -> None:
+    dashboard = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    names = {name for expr in exprs for name in re.findall(r"\b(?:auth|http)_[a-z_]+", expr)}
+    exposed = {name for name, _ in scrape(local)}
+
+    assert names
+    assert names <= exposed
+    assert {"auth_logins_total", "auth_access_tokens_rejected_total"} <= names
+    assert "http_request_duration_seconds_bucket" in names

@@ -23,7 +23,7 @@ from app.config import Settings, load_settings
 from app.errors import ERRORS_BY_STATUS, AppError, ValidationFailed, problem_response
 from app.middleware import BodyLimit, SecurityHeaders, page_policy
 from app.observability.logging import configure_logging
-from app.observability.metrics import RequestDurations
+from app.observability.metrics import RequestDurations, flush_request_durations
 from app.openapi import install_openapi
 from app.runtime import Runtime
 
@@ -99,6 +99,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Serve anyway (/health answers); bearer checks retry and fail closed meanwhile.
         log.warning("database unreachable at start-up; bearer checks wait for it")
     yield
+    flush_request_durations()
     await runtime.close()
 
 

@@ -6,7 +6,9 @@ import getpass
 import logging
 import os
 import secrets
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
@@ -19,6 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import SERVE_MARKER, Settings, load_settings
 
 DEMO_EMAIL = "demo@example.com"
+# prometheus-client's multiprocess mode reads this variable when it is imported.
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 PRUNE_BATCH_SIZE = 1000
 # `serve` waiting for the database: the first retry after half a second, doubling up to 5 s.
 STARTUP_FIRST_DELAY_SECONDS = 0.5
@@ -39,15 +43,31 @@ def _alembic_ini() -> Path:
     sys.exit("error: alembic.ini not found; run from the repository root")
 
 
-def migrate(settings: Settings) -> None:
-    """alembic upgrade head on DATABASE_URL."""
+def migrate(settings: Settings, *, own_logging: bool = False) -> None:
+    """alembic upgrade head on DATABASE_URL; `own_logging`: keep the service's log format
+    instead of alembic.ini's."""
     from alembic.config import Config
 
     from alembic import command
 
     config = Config(str(_alembic_ini()))
     config.attributes["database_url"] = settings.DATABASE_URL
+    if own_logging:
+        config.attributes["configure_logging"] = False
+        logging.getLogger("alembic").setLevel(logging.INFO)
     command.upgrade(config, "head")
+
+
+def _metrics_directory() -> str:
+    """PROMETHEUS_MULTIPROC_DIR for the workers of one `serve`, empty at start: the files
+    of an earlier run would add their counts to this one's."""
+    folder = os.environ.get(MULTIPROCESS_ENV)
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        for stale in Path(folder).glob("*.db"):
+            stale.unlink()
+        return folder
+    return tempfile.mkdtemp(prefix="jwt-auth-api-metrics-")
 
 
 async def _with_db(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
@@ -111,6 +131,8 @@ async def _set_user(
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.observability.logging import configure_logging, uvicorn_log_config
+
     settings = load_settings()
     if args.workers > 1 and not settings.shared_storage:
         print(
@@ -122,6 +144,7 @@ def serve(args: argparse.Namespace) -> int:
     if args.demo and settings.ENVIRONMENT == "production":
         print("error: --demo is refused under ENVIRONMENT=production", file=sys.stderr)
         return 2
+    configure_logging(settings.LOG_FORMAT)
     problem = wait_for_database(settings)
     if problem is not None:
         print(
@@ -131,7 +154,7 @@ def serve(args: argparse.Namespace) -> int:
         )
         return 1
     try:
-        migrate(settings)
+        migrate(settings, own_logging=True)
         if args.demo:
             password = secrets.token_urlsafe(18)
             asyncio.run(_set_user(settings, email=DEMO_EMAIL, password=password, first_name="Demo"))
@@ -141,19 +164,31 @@ def serve(args: argparse.Namespace) -> int:
         print(f"error: the database failed during start-up: {_one_line(exc)}", file=sys.stderr)
         return 1
     proxies = ",".join(settings.TRUSTED_PROXIES)
+    created = None
+    if settings.METRICS_ENABLED and (args.workers > 1 or MULTIPROCESS_ENV in os.environ):
+        # Set before any worker imports prometheus-client: each worker then writes its
+        # figures to files there, and /metrics in any of them sums every worker's.
+        folder = _metrics_directory()
+        created = None if os.environ.get(MULTIPROCESS_ENV) else folder
+        os.environ[MULTIPROCESS_ENV] = folder
     # Each worker process drains on SIGTERM (app.main); plain uvicorn keeps its own shutdown.
     os.environ[SERVE_MARKER] = "1"
-    uvicorn.run(
-        "app.main:app",
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        # uvicorn believes X-Forwarded-For from 127.0.0.1 by default; we believe
-        # only TRUSTED_PROXIES, and nobody when it is empty.
-        proxy_headers=bool(proxies),
-        forwarded_allow_ips=proxies or None,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-    )
+    try:
+        uvicorn.run(
+            "app.main:app",
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            # uvicorn believes X-Forwarded-For from 127.0.0.1 by default; we believe
+            # only TRUSTED_PROXIES, and nobody when it is empty.
+            proxy_headers=bool(proxies),
+            forwarded_allow_ips=proxies or None,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+            log_config=uvicorn_log_config(settings.LOG_FORMAT),
+        )
+    finally:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
     return 0
 
 
@@ -270,7 +305,8 @@ def create_user(args: argparse.Namespace) -> int:
 
 def delete_user(args: argparse.Namespace) -> int:
     from app.models import User
-    from app.observability.audit import Audit, install_audit_log
+    from app.observability.audit import Audit
+    from app.observability.logging import configure_logging
     from app.runtime import utc_now
     from app.schemas import canonical_email
     from app.services import accounts
@@ -279,8 +315,8 @@ def delete_user(args: argparse.Namespace) -> int:
     settings = load_settings()
     email = canonical_email(args.email)
     # With redis:// the running service refuses the user's access tokens at once.
-    revoked = revoked_sessions(settings.RATE_LIMIT_STORAGE_URL, settings.TOKEN_ACCESS_TTL_SECONDS)
-    install_audit_log()
+    revoked = revoked_sessions(settings.RATE_LIMIT_STORAGE_URL, settings.retention_seconds)
+    configure_logging(settings.LOG_FORMAT)
     audit = Audit(request_id=None, ip=None, user_agent=None, path="cli:delete-user")
 
     async def work(db: AsyncSession) -> bool:

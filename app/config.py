@@ -131,8 +131,14 @@ class Settings(DatabaseSettings):
     SMTP_SECURITY: SmtpSecurity = "starttls"
     SMTP_TIMEOUT_SECONDS: float = Field(default=10, gt=0)
 
+    METRICS_ENABLED: bool = True
+    # The client address the app sees: after TRUSTED_PROXIES' X-Forwarded-For.
+    METRICS_ALLOWED_CLIENTS: Annotated[list[str], NoDecode] = ["127.0.0.1", "::1"]
+    LOG_FORMAT: Literal["json", "text"] = "json"
+
     _split_lists = field_validator(
         "TRUSTED_PROXIES",
+        "METRICS_ALLOWED_CLIENTS",
         "CORS_ORIGINS",
         "TOKEN_PREVIOUS_PUBLIC_KEY_FILES",
         "TOKEN_PREVIOUS_SECRET_KEYS",
@@ -205,7 +211,7 @@ class Settings(DatabaseSettings):
                 raise ValueError("must read like 100/minute (the limits notation)") from None
         return value
 
-    @field_validator("TRUSTED_PROXIES")
+    @field_validator("TRUSTED_PROXIES", "METRICS_ALLOWED_CLIENTS")
     @classmethod
     def _proxies_are_networks(cls, value: list[str]) -> list[str]:
         for item in value:

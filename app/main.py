@@ -27,6 +27,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from app.api import account, admin, demo, health, protected, token
+from app.api import metrics as metrics_route
 from app.api.middleware import BodyLimit, SecurityHeaders, page_policy
 from app.api.openapi import install_openapi
 from app.config import SERVE_MARKER, Settings, load_settings
@@ -37,12 +38,16 @@ from app.errors import (
     ValidationFailed,
     problem_response,
 )
-from app.observability.audit import install_audit_log
+from app.observability import metrics
+from app.observability.logging import configure_logging
+from app.observability.metrics import RequestDurations, flush_request_durations
 from app.runtime import Runtime
 from app.security.passwords import HashQueueFull
 from app.stores.revocations import ReloadFailed
 
 log = logging.getLogger("app")
+# Where a full argon2 queue sheds a login (the contract's `shed` result).
+LOGIN_PATHS = frozenset({"/account/login", "/account/token"})
 
 SWAGGER_STATIC = "/docs/static"
 # Swagger UI 5 (the first to read OpenAPI 3.1, which FastAPI writes), shipped in a wheel.
@@ -97,6 +102,8 @@ async def _error_response(request: Request, exc: Exception) -> Response:
         )
         return problem_response(ServiceUnavailable("the database is unavailable"), realm)
     if isinstance(exc, HashQueueFull):
+        if request.url.path in LOGIN_PATHS:
+            metrics.login("shed")
         return problem_response(
             ServiceUnavailable(
                 "too many password checks are waiting",
@@ -180,6 +187,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         follower.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await follower
+        flush_request_durations()
         try:
             # Bounded: closing must not wait on a database that stopped answering.
             async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
@@ -207,18 +215,21 @@ def _operation_id(route: APIRoute) -> str:
 
 class Service(FastAPI):
     """FastAPI with the security headers outside every other layer, so that the 500s of
-    Starlette's ServerErrorMiddleware carry them too."""
+    Starlette's ServerErrorMiddleware carry them too; request durations outside those."""
 
     page_policies: dict[str, str]
+    measure_requests: bool = False
 
     def build_middleware_stack(self) -> ASGIApp:
-        return SecurityHeaders(super().build_middleware_stack(), self.page_policies)
+        stack = SecurityHeaders(super().build_middleware_stack(), self.page_policies)
+        return RequestDurations(stack) if self.measure_requests else stack
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     logging.getLogger("uvicorn.access").addFilter(_ACCESS_LOG_FILTER)
-    install_audit_log()
+    # Also reaches uvicorn's own loggers when started as `uvicorn app.main:app`.
+    configure_logging(settings.LOG_FORMAT)
     app = Service(
         title="JWT auth API",
         version=version("jwt-auth-api"),
@@ -260,6 +271,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The protected route first: routes are matched in order, and it is the hot one.
     for module in (protected, account, token, admin, health, demo):
         app.include_router(module.router)
+    if settings.METRICS_ENABLED:
+        app.include_router(metrics_route.router)
+        app.measure_requests = True
     app.page_policies = _serve_docs(app)
     install_openapi(app)
     return app

@@ -14,6 +14,7 @@ from app.config import Settings, load_sealer, load_token_keys
 from app.db import create_engine_for, create_sessionmaker, database_work
 from app.mail.backends import backend_for
 from app.mail.sender import MailSender
+from app.observability import metrics
 from app.security.access_tokens import AccessTokenCodec
 from app.security.keys import KeySet
 from app.security.passwords import PasswordHasher
@@ -98,6 +99,7 @@ class Runtime:
             keys=keys,
             sealer=sealer,
         )
+        runtime.hasher.on_depth = metrics.password_hash_queue_depth
         if settings.MAIL_BACKEND != "disabled":
             runtime.mail = MailSender(
                 settings=settings,
@@ -107,6 +109,7 @@ class Runtime:
                 # Late-bound, so a test that swaps the runtime's clock moves the sender's too.
                 clock=lambda: runtime.clock(),
             )
+            runtime.mail.on_outcome = metrics.mail
             # A transaction that queues mail wakes this process's sender when it commits.
             sessionmaker.configure(info={outbox.WAKE_SENDER: runtime.mail.wake})
         return runtime

@@ -18,7 +18,8 @@ from app.api.deps import (
 )
 from app.api.openapi import BEARER_ERRORS, SESSION_COOKIES, problems
 from app.config import Settings
-from app.errors import InvalidToken, NotFound
+from app.errors import InvalidToken, NotFound, RefreshTokenReused
+from app.observability import metrics
 from app.observability.audit import Event
 from app.schemas import (
     LoginRequest,
@@ -102,17 +103,23 @@ async def refresh(
     Cookie mode: with no token in the body, the `refresh_token` cookie is spent, and the
     `X-CSRF-Token` header must equal the `csrf_token` cookie (403 otherwise).
     """
-    if refresh_token is None:
-        raise InvalidToken("no refresh token in the body or the cookie")
-    grant = await sessions.rotate(
-        db,
-        issuer=runtime.issuer,
-        refresh_token=refresh_token,
-        client=client,
-        revoked=runtime.revoked,
-        now=runtime.now(),
-        audit=audit,
-    )
+    try:
+        if refresh_token is None:
+            raise InvalidToken("no refresh token in the body or the cookie")
+        grant = await sessions.rotate(
+            db,
+            issuer=runtime.issuer,
+            refresh_token=refresh_token,
+            client=client,
+            revoked=runtime.revoked,
+            now=runtime.now(),
+            audit=audit,
+        )
+    except RefreshTokenReused:
+        raise  # counted as reuse_detected, with the audit event
+    except InvalidToken:
+        metrics.refresh("invalid")
+        raise
     return token_pair(grant, response, runtime.settings)
 
 
@@ -219,7 +226,8 @@ async def change_password(
         min_length=runtime.settings.PASSWORD_MIN_LENGTH,
         audit=audit,
     )
-    await sessions.end_all(db, user_id=user.id, revoked=runtime.revoked, now=runtime.now())
+    ended = await sessions.end_all(db, user_id=user.id, revoked=runtime.revoked, now=runtime.now())
+    metrics.sessions_ended("password_change", len(ended))
 
 
 @router.get("/sessions", response_model=list[SessionInfo], responses=problems(*BEARER_ERRORS))

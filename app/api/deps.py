@@ -23,6 +23,7 @@ from app.errors import (
     ValidationFailed,
 )
 from app.models import User
+from app.observability import metrics
 from app.observability.audit import Audit, Event
 from app.runtime import Runtime
 from app.schemas import RefreshRequest
@@ -150,6 +151,7 @@ def _bearer_token(request: Request) -> str:
         raise AuthenticationRequired()
     token = credentials.strip(" ")
     if not token:
+        metrics.access_token_rejected("missing token")
         raise InvalidToken("missing token")
     return token
 
@@ -171,6 +173,8 @@ class BearerAuth(OAuth2PasswordBearer):
         try:
             claims = runtime.access_tokens.decode(_bearer_token(request))
         except TokenRejected as exc:
+            # Counted although not audited: the operator still sees a forging attempt.
+            metrics.access_token_rejected(exc.reason)
             raise InvalidToken(exc.reason) from None
         try:
             # Marker and session in one Redis round trip; a lost store is rebuilt first.
@@ -191,6 +195,7 @@ def _rejected(
     request: Request, reason: str, claims: access_tokens.AccessClaims | None = None
 ) -> None:
     # ASVS 5.0 16.3.2: a failed authorization is logged, with the reason, never the token.
+    metrics.access_token_rejected(reason)
     _audit(request, _client(request)).record(
         Event.ACCESS_TOKEN_REJECTED,
         user_id=claims.user_id if claims else None,
@@ -219,6 +224,7 @@ CallerAudit = Annotated[Audit, Depends(get_caller_audit)]
 async def get_current_user(claims: AccessClaims, db: DbSession) -> User:
     user = await db.get(User, claims.user_id)
     if user is None:
+        metrics.access_token_rejected("unknown user")
         raise InvalidToken("unknown user")
     if not user.is_active:
         # Disabling ends every session; this holds even if a revocation was lost.

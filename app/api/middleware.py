@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import RequestTooLarge, problem_response
+from app.observability.logging import REQUEST_ID
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -107,7 +108,8 @@ class SecurityHeaders:
     X-Content-Type-Options, Referrer-Policy (RFC 9700 §4.2: no URL leaks through Referer)
     and a Content-Security-Policy: the strict API one, or a page's own (Swagger UI needs
     its scripts). The request id is the client's X-Request-ID when safe, else a new UUID;
-    the app reads it from `scope["state"]["request_id"]`. Pure ASGI, so the hot path pays
+    the app reads it from `scope["state"]["request_id"]`, log lines from a context
+    variable. Pure ASGI, so the hot path pays
     one UUID and a list copy.
     """
 
@@ -129,6 +131,10 @@ class SecurityHeaders:
             return
         request_id = incoming_request_id(scope["headers"]) or new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
+        # Every log line of this request (uvicorn's access line included) carries it. Not
+        # reset afterwards: uvicorn logs an unhandled error after the app returns, and the
+        # request's task, whose context this is, ends with the request.
+        REQUEST_ID.set(request_id)
         added = [
             *self._page_headers.get(scope["path"], self._api_headers),
             (REQUEST_ID_HEADER, request_id.encode()),

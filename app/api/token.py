@@ -14,10 +14,13 @@ from app.api.openapi import SESSION_COOKIES, problems
 from app.errors import (
     AppError,
     InvalidCredentials,
+    InvalidToken,
     InvalidTokenRequest,
+    RefreshTokenReused,
     UnsupportedGrantType,
     oauth_response,
 )
+from app.observability import metrics
 from app.observability.audit import Audit, Event
 from app.schemas import OAuthErrorBody, Text, TokenPair, canonical_email
 from app.services import accounts, sessions
@@ -96,15 +99,21 @@ async def token(
     elif grant_type == "refresh_token":
         if refresh_token is None:
             raise InvalidTokenRequest("refresh_token is required")
-        grant = await sessions.rotate(
-            db,
-            issuer=runtime.issuer,
-            refresh_token=refresh_token,
-            client=client,
-            revoked=runtime.revoked,
-            now=now,
-            audit=audit,
-        )
+        try:
+            grant = await sessions.rotate(
+                db,
+                issuer=runtime.issuer,
+                refresh_token=refresh_token,
+                client=client,
+                revoked=runtime.revoked,
+                now=now,
+                audit=audit,
+            )
+        except RefreshTokenReused:
+            raise  # counted as reuse_detected, with the audit event
+        except InvalidToken:
+            metrics.refresh("invalid")
+            raise
     elif grant_type is None:
         raise InvalidTokenRequest("grant_type is required")
     else:

@@ -1,1 +1,1 @@
-"""Logging configuration, metrics and audit events."""
+"""What an operator watches: Prometheus metrics and the JSON log lines."""

@@ -1,4 +1,5 @@
-"""The security audit log: one JSON object per line on the `app.audit` logger, to stderr.
+"""The security audit log: one JSON object per line on the `app.audit` logger, to stderr
+(the line format is app.observability.logging's; each event also moves its metric).
 
 Every line carries the event, when (UTC), who (user id, session id), from where (client
 IP, user agent), the request id (also the response's X-Request-ID) and the path. Only ids,
@@ -11,15 +12,15 @@ a replayed refresh token belonged to); routes record outcomes that span several 
 Plain Python: services receive an `Audit` as a value, built per request by `deps.py`.
 """
 
-import json
 import logging
-import sys
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 
-LOGGER_NAME = "app.audit"
+from app.observability import metrics
+from app.observability.logging import AUDIT_LOGGER, JsonFormatter
+
+LOGGER_NAME = AUDIT_LOGGER
 log = logging.getLogger(LOGGER_NAME)
 
 Detail = str | int | bool | None
@@ -81,6 +82,8 @@ class Audit:
         session_id: uuid.UUID | None = None,
         **details: Detail,
     ) -> None:
+        # Counted whether or not the line is logged: metrics see every event.
+        metrics.count_event(event, self.path, details)
         level = logging.WARNING if event in WARNINGS else logging.INFO
         if not log.isEnabledFor(level):
             return
@@ -98,39 +101,5 @@ class Audit:
         log.log(level, event.value, extra={"audit": fields})
 
 
-class JsonLines(logging.Formatter):
-    """One JSON object per record; ASCII-only, so no control character or newline survives."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        fields = getattr(record, "audit", None) or {"message": record.getMessage()}
-        when = datetime.fromtimestamp(record.created, UTC)
-        line = {
-            "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "level": record.levelname.lower(),
-            **fields,
-        }
-        return json.dumps(line, ensure_ascii=True, separators=(",", ":"), default=str)
-
-
-class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to the current sys.stderr (test runners swap it), one line per event."""
-
-    def __init__(self) -> None:
-        super().__init__(sys.stderr)
-        self.setFormatter(JsonLines())
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.stream = sys.stderr
-        super().emit(record)
-
-
-def install_audit_log() -> None:
-    """Send `app.audit` to stderr as JSON lines, once per process however many apps exist.
-
-    The logger does not propagate: a root handler configured elsewhere would print every
-    event a second time, in another format.
-    """
-    if not any(isinstance(handler, StderrHandler) for handler in log.handlers):
-        log.addHandler(StderrHandler())
-    log.setLevel(logging.INFO)
-    log.propagate = False
+# The formatter of every log line (app.observability.logging); the audit's name for it.
+JsonLines = JsonFormatter

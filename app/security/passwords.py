@@ -94,6 +94,8 @@ class PasswordHasher:
         self._pending_lock = threading.Lock()
         self._dummy_hash: str | None = None
         self.verifications = 0
+        # Told the queue depth whenever it changes (the metrics gauge); kept out of this module.
+        self.on_depth: Callable[[int], None] | None = None
 
     @property
     def queue_depth(self) -> int:
@@ -103,12 +105,18 @@ class PasswordHasher:
     def _done(self, _: object) -> None:
         with self._pending_lock:
             self._pending -= 1
+        self._report_depth()
+
+    def _report_depth(self) -> None:
+        if self.on_depth is not None:
+            self.on_depth(self.queue_depth)
 
     async def _submit(self, fn: Callable[..., T], *args: str) -> T:
         with self._pending_lock:
             if self._pending >= self._workers + self._queue_limit:
                 raise HashQueueFull()
             self._pending += 1
+        self._report_depth()
         # Counted down when the work ends or is cancelled before it began, also when the
         # request awaiting it was cancelled meanwhile (the thread still runs it to the end).
         future = self._executor.submit(fn, *args)

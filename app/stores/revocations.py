@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app.errors import ServiceUnavailable
+from app.observability import metrics
 
 Fetch = Callable[[datetime], Awaitable[Iterable[tuple[uuid.UUID, datetime]]]]
 KEY_PREFIX = "jwt-auth-api:revoked-session:"
@@ -129,6 +130,7 @@ class _Loading:
         self._loaded = True
         self._polled_at = started
         self.reloads += 1
+        metrics.revocation_reload()
         # One line per rebuild; a warning when the store had lost its data.
         log.log(
             logging.WARNING if self._lost else logging.INFO,

@@ -1,42 +1,91 @@
-"""The jwt-auth-api command: serve, create-user, prune, keys generate."""
+"""The jwt-auth-api command: serve, migrate, create-user, prune, keys generate."""
 
 import argparse
 import asyncio
 import getpass
 import os
+import re
 import secrets
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TypeVar
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.config import Settings, load_settings
+from app.config import DatabaseSettings, Settings, load_database_settings, load_settings
 
 DEMO_EMAIL = "demo@example.com"
 PRUNE_BATCH_SIZE = 1000
+MIGRATE_HINT = "run `jwt-auth-api migrate`"
 
 T = TypeVar("T")
 
 
-def _alembic_ini() -> Path:
-    for folder in (Path(__file__).resolve().parent.parent, Path.cwd()):
-        if (folder / "alembic.ini").is_file():
-            return folder / "alembic.ini"
-    sys.exit("error: alembic.ini not found; run from the repository root")
+class CommandError(SystemExit):
+    """A command stops with one line on standard error and exit status 1."""
+
+    def __init__(self, message: str) -> None:
+        print(message, file=sys.stderr)
+        super().__init__(1)
 
 
-def migrate(settings: Settings) -> None:
-    """alembic upgrade head on DATABASE_URL."""
-    from alembic.config import Config
+def _database_problem(exc: DBAPIError) -> CommandError:
+    """One line for a database that cannot be reached: the driver's reason, never the URL
+    (it may hold a password)."""
+    reason = " ".join(str(exc.orig).split()) or type(exc.orig).__name__
+    return CommandError(f"configuration error: DATABASE_URL: cannot use the database: {reason}")
+
+
+def migrate(settings: DatabaseSettings) -> None:
+    """alembic upgrade head on DATABASE_URL, with the migrations of the installed package.
+
+    On PostgreSQL the migration holds an advisory lock (alembic/env.py), so instances
+    starting together migrate once.
+    """
+    from alembic.util import CommandError as AlembicError
 
     from alembic import command
+    from app.db import alembic_config
 
-    config = Config(str(_alembic_ini()))
-    config.attributes["database_url"] = settings.DATABASE_URL
-    command.upgrade(config, "head")
+    try:
+        command.upgrade(alembic_config(settings.DATABASE_URL), "head")
+    except DBAPIError as exc:
+        raise _database_problem(exc) from None
+    except (AlembicError, RuntimeError) as exc:
+        # A data migration refusing to run names the rows at fault in its message.
+        raise CommandError(f"error: migration failed: {' '.join(str(exc).split())}") from None
+
+
+def migrate_command(args: argparse.Namespace) -> int:
+    from app.db import expected_heads
+
+    migrate(load_database_settings())
+    print(f"database migrated (revision {', '.join(sorted(expected_heads()))})")
+    return 0
+
+
+async def _schema_state(settings: Settings) -> str:
+    from app.db import create_engine_for, schema_state
+
+    engine = create_engine_for(settings)
+    try:
+        return await schema_state(engine)
+    finally:
+        await engine.dispose()
+
+
+def _require_schema(settings: Settings) -> None:
+    """Commands that read or write rows stop with one line on an unmigrated database."""
+    try:
+        state = asyncio.run(_schema_state(settings))
+    except DBAPIError as exc:
+        raise _database_problem(exc) from None
+    if state != "ok":
+        raise CommandError(f"error: the database is not migrated; {MIGRATE_HINT}")
 
 
 async def _with_db(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
@@ -145,6 +194,7 @@ def create_user(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"error: password {problem}", file=sys.stderr)
         return 2
+    _require_schema(settings)
     asyncio.run(
         _set_user(
             settings,
@@ -173,6 +223,7 @@ def prune(args: argparse.Namespace) -> int:
     from app.services import sessions
 
     settings = load_settings()
+    _require_schema(settings)
     # Ended families stay one access-token lifetime: the revoked-session set is
     # refilled from them after a restart.
     ended_before = utc_now() - timedelta(seconds=settings.TOKEN_ACCESS_TTL_SECONDS)
@@ -260,22 +311,57 @@ def generate_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ranged(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer from low to high, or a usage error naming the range."""
+
+    def parse(text: str) -> int:
+        if not re.fullmatch(r"[0-9]+", text.strip()):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+        number = int(text)
+        if number < low or (high is not None and number > high):
+            bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"{number} is out of range ({bounds})")
+        return number
+
+    return parse
+
+
+def _version() -> str:
+    try:
+        return version("jwt-auth-api")
+    except PackageNotFoundError:  # pragma: no cover - run from a checkout without installing
+        return "unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jwt-auth-api", description="JWT access and refresh token service."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("serve", help="migrate the database, then serve the API")
     run.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    run.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
-    run.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    run.add_argument(
+        "--port", type=_ranged(1, 65535), default=8000, help="port to bind (default 8000)"
+    )
+    run.add_argument("--workers", type=_ranged(1), default=1, help="worker processes (default 1)")
     run.add_argument(
         "--demo",
         action="store_true",
         help=f"create or reset {DEMO_EMAIL} with a fresh random password, printed",
     )
     run.set_defaults(handler=serve)
+
+    upgrade = commands.add_parser(
+        "migrate",
+        help="create or migrate the schema named by DATABASE_URL (alembic upgrade head)",
+        description=(
+            "Run the migrations shipped in the installed package up to the newest. On "
+            "PostgreSQL an advisory lock makes instances starting together migrate once."
+        ),
+    )
+    upgrade.set_defaults(handler=migrate_command)
 
     user = commands.add_parser(
         "create-user",
@@ -291,7 +377,7 @@ def _parser() -> argparse.ArgumentParser:
     clean = commands.add_parser(
         "prune", help="delete the rows of sessions that ended over one access-token lifetime ago"
     )
-    clean.add_argument("--batch-size", type=int, default=PRUNE_BATCH_SIZE)
+    clean.add_argument("--batch-size", type=_ranged(1), default=PRUNE_BATCH_SIZE)
     clean.set_defaults(handler=prune)
 
     keys = commands.add_parser("keys", help="manage the access-token signing keys")
@@ -327,7 +413,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    result: int = args.handler(args)
+    try:
+        result: int = args.handler(args)
+    except DBAPIError as exc:
+        # Whatever command meets an unreachable or missing database says so in one line.
+        raise _database_problem(exc) from None
     return result
 
 

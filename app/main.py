@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 from importlib.resources import files
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
@@ -20,6 +20,8 @@ from starlette.types import ASGIApp
 from app.api import account, demo, meta, protected, token
 from app.audit import install_audit_log
 from app.config import Settings, load_settings
+from app.db import schema_state
+from app.deps import require_json_body
 from app.errors import ERRORS_BY_STATUS, AppError, ValidationFailed, problem_response
 from app.middleware import BodyLimit, SecurityHeaders, page_policy
 from app.openapi import install_openapi
@@ -92,7 +94,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     runtime: Runtime = app.state.runtime
     await runtime.hasher.prepare()
     try:
-        await runtime.load_revoked_sessions()
+        if await schema_state(runtime.engine) != "ok":
+            # Requests would fail on missing tables; /health/ready answers 503 meanwhile.
+            log.warning("the database is not migrated; run `jwt-auth-api migrate`")
+        else:
+            await runtime.load_revoked_sessions()
     except Exception:
         # Serve anyway (/health answers); bearer checks retry and fail closed meanwhile.
         log.warning("database unreachable at start-up; bearer checks wait for it")
@@ -140,6 +146,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         generate_unique_id_function=_operation_id,
         swagger_ui_init_oauth={"usePkceWithAuthorizationCodeGrant": False},
+        # Every route with a JSON body: 415 for a body of another Content-Type.
+        dependencies=[Depends(require_json_body)],
     )
     app.state.runtime = Runtime.build(settings)
 

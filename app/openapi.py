@@ -15,6 +15,7 @@ DESCRIPTIONS = {
     404: "Not found",
     409: "Conflict",
     413: "Request body over 64 KiB",
+    415: "The body is not JSON (Content-Type other than application/json)",
     422: "Malformed request body",
     429: "Too many attempts; see Retry-After",
     503: "Service unavailable",

@@ -3,8 +3,8 @@
 import asyncio
 
 from fastapi import APIRouter, Response
-from sqlalchemy import text
 
+from app.db import schema_state
 from app.deps import RuntimeDep
 from app.errors import ServiceUnavailable
 from app.openapi import problems
@@ -24,16 +24,13 @@ async def health() -> Health:
 
 @router.get("/health/ready", response_model=Health, responses=problems(503))
 async def ready(runtime: RuntimeDep) -> Health:
-    """The database answers within a short timeout; 503 otherwise."""
-
-    async def ping() -> None:
-        async with runtime.engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
-
+    """The database answers within a short timeout and is migrated; 503 otherwise."""
     try:
-        await asyncio.wait_for(ping(), READY_TIMEOUT_SECONDS)
+        state = await asyncio.wait_for(schema_state(runtime.engine), READY_TIMEOUT_SECONDS)
     except Exception:
         raise ServiceUnavailable("the database does not answer") from None
+    if state != "ok":
+        raise ServiceUnavailable("the database is not migrated; run `jwt-auth-api migrate`")
     return Health()
 
 

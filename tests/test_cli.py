@@ -6,7 +6,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from importlib.metadata import version
 from pathlib import Path
 
@@ -23,7 +23,7 @@ COMMAND = str(Path(sys.executable).parent / "jwt-auth-api")
 
 
 def run(
-    args: list[str], env: dict[str, str | None], stdin: str = "", cwd: Path = ROOT
+    args: list[str], env: Mapping[str, str | None], stdin: str = "", cwd: Path = ROOT
 ) -> subprocess.CompletedProcess[str]:
     """The command with the test run's environment plus `env` (a value None unsets)."""
     merged = {**os.environ, **env}

@@ -567,4 +567,4 @@ def test_a_database_url_of_the_wrong_shape_stops_start_up_with_one_line(
 )
 def test_supported_database_urls_are_accepted(clean_environment: Path, url: str) -> None:
     settings = load_settings(DATABASE_URL=url, TOKEN_SECRET_KEY=secrets.token_urlsafe(48))
-    assert settings.DATABASE_URL == url
+    assert url == settings.DATABASE_URL

@@ -17,7 +17,11 @@ PUNYCODE = "josé@xn--exmple-cua.de"
         pytest.param(PUNYCODE, UNICODE, id="idna-domain-decoded"),
         pytest.param("JOSÉ@XN--EXMPLE-CUA.DE", UNICODE, id="upper-case-idna"),
         pytest.param("  Ada@Example.COM ", "ada@example.com", id="trimmed-lower-case"),
-        pytest.param("ada@ｅｘａｍｐｌｅ.com", "ada@example.com", id="fullwidth-nfkc"),
+        pytest.param(
+            "ada@\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com",  # full-width letters
+            "ada@example.com",
+            id="fullwidth-nfkc",
+        ),
         pytest.param("ada@xn--zz.de", "ada@xn--zz.de", id="invalid-idna-left-alone"),
     ],
 )

@@ -246,9 +246,11 @@ class Options:
 
 
 def bench_database(kind: str, options: Options, workdir: Path) -> dict[str, Any]:
-    ports: Iterator[int] = iter(range(options.port_base, options.port_base + 3)) if (
-        options.port_base is not None
-    ) else iter(free_port, None)
+    ports: Iterator[int] = (
+        iter(range(options.port_base, options.port_base + 3))
+        if (options.port_base is not None)
+        else iter(free_port, None)
+    )
     seconds = options.seconds
     with database(kind, workdir, options.postgres_url) as url:
         env = {

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy.engine import make_url
 
 from app.security.keys import load_private_key, load_public_key
-from tests.conftest import POSTGRES, ROOT, free_port
+from tests.conftest import POSTGRES, ROOT, _create_postgres_database, free_port
 from tests.factories import bearer
 
 COMMAND = str(Path(sys.executable).parent / "jwt-auth-api")
@@ -328,3 +328,26 @@ def test_a_bad_database_url_stops_every_command_with_one_line(
     line = _one_line(result)
     assert line.startswith("configuration error: DATABASE_URL"), line
     assert ":pw@" not in line
+
+
+@pytest.mark.multi_instance
+def test_instances_migrating_together_migrate_once(migrated_database_url: str) -> None:
+    # Without the advisory lock, the second CREATE TABLE of two racing migrations fails.
+    url, drop = _create_postgres_database(migrated_database_url)
+    env = {**os.environ, "DATABASE_URL": url}
+    try:
+        processes = [
+            subprocess.Popen(
+                [COMMAND, "migrate"],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(3)
+        ]
+        outcomes = [(process.wait(timeout=120), process.communicate()[1]) for process in processes]
+    finally:
+        drop()
+    assert outcomes == [(0, "")] * 3

@@ -79,6 +79,9 @@ def install_openapi(app: FastAPI) -> None:
                     responses = operation.get("responses", {})
                     if _validation_never_answers(operation):
                         responses.pop("422", None)
+                    if "application/json" in operation.get("requestBody", {}).get("content", {}):
+                        # API.md: a body of another Content-Type answers 415.
+                        responses.setdefault("415", _unsupported_media_type())
                     _problem_media_type(responses)
             schemas = schema.get("components", {}).get("schemas", {})
             for unused in ("HTTPValidationError", "ValidationError"):
@@ -87,6 +90,13 @@ def install_openapi(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _unsupported_media_type() -> dict[str, Any]:
+    return {
+        "description": DESCRIPTIONS[415],
+        "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
 
 
 def _validation_never_answers(operation: dict[str, Any]) -> bool:

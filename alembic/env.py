@@ -2,7 +2,7 @@
 
 from logging.config import fileConfig
 
-from sqlalchemy import create_engine
+from sqlalchemy import Connection, create_engine
 
 from alembic import context
 from app import models  # noqa: F401  (registers the tables on Base.metadata)
@@ -18,6 +18,16 @@ url = sync_url(database_url)
 timeout_seconds = (
     config.attributes.get("database_timeout") or DatabaseSettings().DATABASE_TIMEOUT_SECONDS
 )
+
+# Instances starting together migrate once: each takes this PostgreSQL advisory lock
+# (session-level, so it outlives the migration's own transaction) and waits for the others.
+MIGRATION_LOCK_KEY = 0x6A77742D61757468  # "jwt-auth" in ASCII
+
+
+def _lock(connection: Connection, function: str) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SELECT {function}({MIGRATION_LOCK_KEY})")
+        connection.commit()
 
 
 def run_migrations_offline() -> None:
@@ -42,14 +52,18 @@ def run_migrations_online() -> None:
     engine = create_engine(url, connect_args=connect_args)
     try:
         with engine.connect() as connection:
+            _lock(connection, "pg_advisory_lock")
             context.configure(
                 connection=connection,
                 target_metadata=Base.metadata,
                 render_as_batch=connection.dialect.name == "sqlite",
                 compare_type=True,
             )
-            with context.begin_transaction():
-                context.run_migrations()
+            try:
+                with context.begin_transaction():
+                    context.run_migrations()
+            finally:
+                _lock(connection, "pg_advisory_unlock")
     finally:
         engine.dispose()
 

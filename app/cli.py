@@ -5,6 +5,7 @@ import asyncio
 import getpass
 import logging
 import os
+import re
 import secrets
 import shutil
 import sys
@@ -12,13 +13,20 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.config import SERVE_MARKER, Settings, load_settings
+from app.config import (
+    SERVE_MARKER,
+    DatabaseSettings,
+    Settings,
+    load_database_settings,
+    load_settings,
+)
 
 DEMO_EMAIL = "demo@example.com"
 # prometheus-client's multiprocess mode reads this variable when it is imported.
@@ -32,30 +40,77 @@ STARTUP_MAX_DELAY_SECONDS = 5.0
 GRACEFUL_SHUTDOWN_SECONDS = 5
 
 log = logging.getLogger("app.startup")
+MIGRATE_HINT = "run `jwt-auth-api migrate`"
 
 T = TypeVar("T")
 
 
-def _alembic_ini() -> Path:
-    for folder in (Path(__file__).resolve().parent.parent, Path.cwd()):
-        if (folder / "alembic.ini").is_file():
-            return folder / "alembic.ini"
-    sys.exit("error: alembic.ini not found; run from the repository root")
+class CommandError(SystemExit):
+    """A command stops with one line on standard error and exit status 1."""
+
+    def __init__(self, message: str) -> None:
+        print(message, file=sys.stderr)
+        super().__init__(1)
 
 
-def migrate(settings: Settings, *, own_logging: bool = False) -> None:
-    """alembic upgrade head on DATABASE_URL; `own_logging`: keep the service's log format
-    instead of alembic.ini's."""
-    from alembic.config import Config
+def _database_problem(exc: DBAPIError) -> CommandError:
+    """One line for a database that cannot be reached: the driver's reason, never the URL
+    (it may hold a password)."""
+    reason = " ".join(str(exc.orig).split()) or type(exc.orig).__name__
+    return CommandError(f"configuration error: DATABASE_URL: cannot use the database: {reason}")
+
+
+def migrate(settings: DatabaseSettings, *, own_logging: bool = False) -> None:
+    """alembic upgrade head on DATABASE_URL, with the migrations of the installed package;
+    `own_logging`: keep the service's log format instead of alembic's.
+
+    On PostgreSQL the migration holds an advisory lock (alembic/env.py), so instances
+    starting together migrate once.
+    """
+    from alembic.util import CommandError as AlembicError
 
     from alembic import command
+    from app.db import alembic_config
 
-    config = Config(str(_alembic_ini()))
-    config.attributes["database_url"] = settings.DATABASE_URL
+    config = alembic_config(settings.DATABASE_URL)
     if own_logging:
         config.attributes["configure_logging"] = False
         logging.getLogger("alembic").setLevel(logging.INFO)
-    command.upgrade(config, "head")
+    try:
+        command.upgrade(config, "head")
+    except DBAPIError as exc:
+        raise _database_problem(exc) from None
+    except (AlembicError, RuntimeError) as exc:
+        # A data migration refusing to run names the rows at fault in its message.
+        raise CommandError(f"error: migration failed: {' '.join(str(exc).split())}") from None
+
+
+def migrate_command(args: argparse.Namespace) -> int:
+    from app.db import expected_heads
+
+    migrate(load_database_settings())
+    print(f"database migrated (revision {', '.join(sorted(expected_heads()))})")
+    return 0
+
+
+async def _schema_state(settings: Settings) -> str:
+    from app.db import create_engine_for, schema_state
+
+    engine = create_engine_for(settings)
+    try:
+        return await schema_state(engine)
+    finally:
+        await engine.dispose()
+
+
+def _require_schema(settings: Settings) -> None:
+    """Commands that read or write rows stop with one line on an unmigrated database."""
+    try:
+        state = asyncio.run(_schema_state(settings))
+    except DBAPIError as exc:
+        raise _database_problem(exc) from None
+    if state != "ok":
+        raise CommandError(f"error: the database is not migrated; {MIGRATE_HINT}")
 
 
 def _metrics_directory() -> str:
@@ -288,6 +343,7 @@ def create_user(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"error: password {problem}", file=sys.stderr)
         return 2
+    _require_schema(settings)
     asyncio.run(
         _set_user(
             settings,
@@ -313,6 +369,7 @@ def delete_user(args: argparse.Namespace) -> int:
     from app.stores.revocations import revoked_sessions
 
     settings = load_settings()
+    _require_schema(settings)
     email = canonical_email(args.email)
     # With redis:// the running service refuses the user's access tokens at once.
     revoked = revoked_sessions(settings.RATE_LIMIT_STORAGE_URL, settings.retention_seconds)
@@ -357,6 +414,7 @@ def prune(args: argparse.Namespace) -> int:
     from app.services import sessions
 
     settings = load_settings()
+    _require_schema(settings)
     # Ended sessions are remembered one access-token lifetime plus the leeway: that long an
     # access token of theirs may still be presented, and the revoked-session set is
     # rebuilt from their records.
@@ -485,22 +543,57 @@ def generate_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ranged(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer from low to high, or a usage error naming the range."""
+
+    def parse(text: str) -> int:
+        if not re.fullmatch(r"[0-9]+", text.strip()):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+        number = int(text)
+        if number < low or (high is not None and number > high):
+            bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"{number} is out of range ({bounds})")
+        return number
+
+    return parse
+
+
+def _version() -> str:
+    try:
+        return version("jwt-auth-api")
+    except PackageNotFoundError:  # pragma: no cover - run from a checkout without installing
+        return "unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jwt-auth-api", description="JWT access and refresh token service."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("serve", help="migrate the database, then serve the API")
     run.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    run.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
-    run.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    run.add_argument(
+        "--port", type=_ranged(1, 65535), default=8000, help="port to bind (default 8000)"
+    )
+    run.add_argument("--workers", type=_ranged(1), default=1, help="worker processes (default 1)")
     run.add_argument(
         "--demo",
         action="store_true",
         help=f"create or reset {DEMO_EMAIL} with a fresh random password, printed",
     )
     run.set_defaults(handler=serve)
+
+    upgrade = commands.add_parser(
+        "migrate",
+        help="create or migrate the schema named by DATABASE_URL (alembic upgrade head)",
+        description=(
+            "Run the migrations shipped in the installed package up to the newest. On "
+            "PostgreSQL an advisory lock makes instances starting together migrate once."
+        ),
+    )
+    upgrade.set_defaults(handler=migrate_command)
 
     user = commands.add_parser(
         "create-user",
@@ -534,7 +627,7 @@ def _parser() -> argparse.ArgumentParser:
         help="delete the rows and records of sessions that ended over one access-token "
         "lifetime plus TOKEN_LEEWAY_SECONDS ago",
     )
-    clean.add_argument("--batch-size", type=int, default=PRUNE_BATCH_SIZE)
+    clean.add_argument("--batch-size", type=_ranged(1), default=PRUNE_BATCH_SIZE)
     clean.set_defaults(handler=prune)
 
     keys = commands.add_parser("keys", help="manage the access-token signing keys")
@@ -581,7 +674,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    result: int = args.handler(args)
+    try:
+        result: int = args.handler(args)
+    except DBAPIError as exc:
+        # Whatever command meets an unreachable or missing database says so in one line.
+        raise _database_problem(exc) from None
     return result
 
 

@@ -13,6 +13,7 @@ import limits
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from app.security.keys import HMAC_ALGORITHMS, KeySet, KeySettingError, load_keys
 from app.security.sealing import Sealer
@@ -25,6 +26,15 @@ LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 DEFAULT_DATABASE_URL = "sqlite:///./jwt_auth.db"
 # Set by `jwt-auth-api serve` for its processes: only there does SIGTERM drain first.
 SERVE_MARKER = "JWT_AUTH_API_SERVE"
+# The drivers the service runs with (the CLI and Alembic switch to the synchronous one).
+DATABASE_DRIVERS = {
+    "sqlite": {"sqlite", "sqlite+pysqlite", "sqlite+aiosqlite"},
+    "postgresql": {"postgresql", "postgresql+psycopg"},
+}
+DATABASE_URL_EXAMPLES = "sqlite:///./jwt_auth.db or postgresql+psycopg://user:password@host/db"
+# Every lifetime stays below ten years, so that now + lifetime (and the expiry of every
+# token, session and record derived from it) is a representable timestamp.
+MAX_TTL_SECONDS = 10 * 365 * 24 * 3600
 
 TokenAlgorithm = Literal["HS256", "RS256", "ES256", "EdDSA"]
 MailBackendName = Literal["console", "smtp", "disabled"]
@@ -65,6 +75,25 @@ class DatabaseSettings(BaseSettings):
     # Bounds a request's whole database work; migrations use it for connecting only.
     DATABASE_TIMEOUT_SECONDS: float = Field(default=5, gt=0)
 
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def _database_url_is_supported(cls, value: str) -> str:
+        # The message never quotes the URL: it may hold a password.
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError(f"is not a database URL such as {DATABASE_URL_EXAMPLES}") from None
+        if url.drivername == "postgres":
+            raise ValueError(
+                "uses postgres://, which SQLAlchemy does not read; write postgresql+psycopg://"
+            )
+        supported = DATABASE_DRIVERS.get(url.get_backend_name(), set())
+        if url.drivername not in supported:
+            raise ValueError(
+                f"uses {url.drivername}://, which is not supported; use {DATABASE_URL_EXAMPLES}"
+            )
+        return value
+
 
 class AlgorithmSettings(BaseSettings):
     """The one setting `keys generate` needs: it runs before the key file exists."""
@@ -90,12 +119,12 @@ class Settings(DatabaseSettings):
     TOKEN_PRIVATE_KEY_FILE: Path | None = None
     TOKEN_PREVIOUS_PUBLIC_KEY_FILES: Annotated[list[Path], NoDecode] = []
     TOKEN_PREVIOUS_SECRET_KEYS: Annotated[list[str], NoDecode] = []
-    TOKEN_ACCESS_TTL_SECONDS: int = Field(default=1200, ge=1)
-    TOKEN_REFRESH_TTL_SECONDS: int = Field(default=604800, ge=1)
-    TOKEN_SESSION_MAX_SECONDS: int = Field(default=2592000, ge=1)
-    TOKEN_LEEWAY_SECONDS: int = Field(default=0, ge=0)
+    TOKEN_ACCESS_TTL_SECONDS: int = Field(default=1200, ge=1, le=MAX_TTL_SECONDS)
+    TOKEN_REFRESH_TTL_SECONDS: int = Field(default=604800, ge=1, le=MAX_TTL_SECONDS)
+    TOKEN_SESSION_MAX_SECONDS: int = Field(default=2592000, ge=1, le=MAX_TTL_SECONDS)
+    TOKEN_LEEWAY_SECONDS: int = Field(default=0, ge=0, le=MAX_TTL_SECONDS)
     # Off by default: a retry of a spent refresh token within this window is not reuse.
-    REFRESH_REUSE_GRACE_SECONDS: int = Field(default=0, ge=0)
+    REFRESH_REUSE_GRACE_SECONDS: int = Field(default=0, ge=0, le=MAX_TTL_SECONDS)
     # Browser apps: the refresh token also travels in an HttpOnly cookie, never in a body.
     TOKEN_COOKIE_MODE: bool = False
     TOKEN_COOKIE_SECURE: bool = True
@@ -108,7 +137,7 @@ class Settings(DatabaseSettings):
     PASSWORD_HASH_QUEUE_LIMIT: int = Field(default=32, ge=0)
 
     LOGIN_MAX_FAILURES: int = Field(default=5, ge=1)
-    LOGIN_WINDOW_SECONDS: int = Field(default=900, ge=1)
+    LOGIN_WINDOW_SECONDS: int = Field(default=900, ge=1, le=MAX_TTL_SECONDS)
     IP_RATE_LIMIT: str = "100/minute"
     RATE_LIMIT_STORAGE_URL: str = "memory://"
     TRUSTED_PROXIES: Annotated[list[str], NoDecode] = []
@@ -339,6 +368,14 @@ def _configuration_error(exc: ValidationError) -> ConfigurationError:
     field = ".".join(str(part) for part in error["loc"])
     message = str(error["msg"]).removeprefix("Value error, ")
     return ConfigurationError(f"{field} {message}" if field else message)
+
+
+def load_database_settings() -> DatabaseSettings:
+    """DATABASE_URL alone (migrations need no token secret), or stop with one clear line."""
+    try:
+        return DatabaseSettings()
+    except ValidationError as exc:
+        raise _configuration_error(exc) from None
 
 
 def load_algorithm() -> TokenAlgorithm:

@@ -5,7 +5,10 @@ import math
 from collections.abc import AsyncIterator, Generator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from functools import cache
+from importlib.resources import files
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import psycopg
 from fastapi import Request
@@ -25,6 +28,8 @@ from app.config import Settings
 from app.errors import AppError
 
 RV = TypeVar("RV")
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 # TCP keepalives, so that a silent split (a peer gone without a FIN or RST) is noticed.
@@ -197,6 +202,66 @@ def create_engine_for(settings: Settings) -> AsyncEngine:
     if url.get_backend_name() == "sqlite":
         install_sqlite_transactions(engine.sync_engine, math.ceil(timeout * 1000))
     return engine
+
+
+def migrations_location() -> Path:
+    """The Alembic scripts: inside the installed package (a wheel ships alembic/ as
+    app.migrations), else the checkout's top-level alembic/ (an editable install)."""
+    packaged = Path(str(files("app") / "migrations"))
+    if (packaged / "env.py").is_file():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "alembic"
+
+
+def alembic_config(database_url: str) -> "Config":
+    """Alembic's configuration for `database_url`, without alembic.ini or the working directory."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(migrations_location()))
+    config.attributes["database_url"] = database_url
+    return config
+
+
+@cache
+def _migration_revisions() -> tuple[frozenset[str], frozenset[str]]:
+    """(every known revision, the heads) of the migrations this code ships."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    known = frozenset(revision.revision for revision in script.walk_revisions())
+    return known, frozenset(script.get_heads())
+
+
+def expected_heads() -> frozenset[str]:
+    """The revisions a database is at once migrated by this code."""
+    return _migration_revisions()[1]
+
+
+def schema_state_of(current: set[str]) -> Literal["ok", "not migrated"]:
+    """Whether a database at the revisions `current` has every table this code needs."""
+    known, heads = _migration_revisions()
+    if not current:
+        return "not migrated"
+    # A revision this code does not know is newer (a rolling upgrade has migrated):
+    # the tables this code needs are there. A known one that is not a head is behind.
+    if any(revision in known and revision not in heads for revision in current):
+        return "not migrated"
+    if current <= known and current != heads:  # pragma: no cover - several branches
+        return "not migrated"
+    return "ok"
+
+
+async def schema_state(engine: AsyncEngine) -> Literal["ok", "not migrated"]:
+    """ "ok" when the database is migrated to this code's head; errors of the connection
+    itself (unreachable, timed out) propagate to the caller."""
+    from alembic.runtime.migration import MigrationContext
+
+    async with engine.connect() as connection:
+        current = await connection.run_sync(
+            lambda sync: set(MigrationContext.configure(sync).get_current_heads())
+        )
+    return schema_state_of(current)
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -179,6 +179,15 @@ class RequestTooLarge(AppError):
     default_detail = "the request body exceeds 64 KiB"
 
 
+class UnsupportedMediaType(AppError):
+    """A JSON endpoint given a body of another Content-Type (RFC 9110 §15.5.16)."""
+
+    status = 415
+    slug = "unsupported-media-type"
+    title = "Unsupported media type"
+    default_detail = "send the body as JSON with Content-Type: application/json"
+
+
 class ValidationFailed(AppError):
     status = 422
     slug = "validation-error"
@@ -275,6 +284,7 @@ ERRORS_BY_STATUS: dict[int, type[AppError]] = {
     404: NotFound,
     405: MethodNotAllowed,
     413: RequestTooLarge,
+    415: UnsupportedMediaType,
     503: ServiceUnavailable,
 }
 

@@ -13,7 +13,7 @@ from importlib.resources import files
 from types import FrameType
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
@@ -28,9 +28,11 @@ from starlette.types import ASGIApp
 
 from app.api import account, admin, demo, health, protected, token
 from app.api import metrics as metrics_route
+from app.api.deps import require_json_body
 from app.api.middleware import BodyLimit, SecurityHeaders, page_policy
 from app.api.openapi import install_openapi
 from app.config import SERVE_MARKER, Settings, load_settings
+from app.db import schema_state
 from app.errors import (
     ERRORS_BY_STATUS,
     AppError,
@@ -171,7 +173,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     _drain_on_sigterm(runtime)
     await runtime.hasher.prepare()
     try:
-        await runtime.load_revoked_sessions()
+        # Bounded like any database work: a frozen database must not hold up start-up.
+        async with asyncio.timeout(runtime.settings.DATABASE_TIMEOUT_SECONDS):
+            migrated = await schema_state(runtime.engine) == "ok"
+    except Exception:
+        migrated = True  # unreachable, not unmigrated: the reload below says which is down
+    if not migrated:
+        # Requests would fail on missing tables; /health/ready answers 503 meanwhile.
+        log.warning("the database is not migrated; run `jwt-auth-api migrate`")
+    try:
+        if migrated:
+            await runtime.load_revoked_sessions()
     except ReloadFailed as exc:
         # Serve anyway (/health answers); bearer checks retry and fail closed meanwhile.
         log.warning(
@@ -239,6 +251,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         generate_unique_id_function=_operation_id,
         swagger_ui_init_oauth={"usePkceWithAuthorizationCodeGrant": False},
+        # Every route with a JSON body: 415 for a body of another Content-Type.
+        dependencies=[Depends(require_json_body)],
     )
     app.state.runtime = Runtime.build(settings)
 

@@ -1,10 +1,12 @@
 """Request and response bodies, named as in the contract."""
 
+import contextlib
 import unicodedata
 import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
+import idna
 from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     AfterValidator,
@@ -39,8 +41,20 @@ Text = Annotated[str, AfterValidator(_storable)]
 
 
 def canonical_email(value: str) -> str:
-    """The one form in which emails are stored and compared: trimmed, NFKC, lower-case."""
-    return unicodedata.normalize("NFKC", value.strip()).lower()
+    """The one form in which emails are stored and compared: trimmed, NFKC, lower-case, the
+    domain in its Unicode form (an IDNA `xn--` domain is decoded, RFC 5891 §5.2), so that
+    `josé@exämple.de` and `josé@xn--exmple-cua.de` are one account.
+
+    Migration 0006 holds a copy of this function; a change here needs a data migration.
+    """
+    value = unicodedata.normalize("NFKC", value.strip()).lower()
+    local, at, domain = value.rpartition("@")
+    if not at:
+        return value
+    # Not a valid IDNA domain: left as it is, for the email check to refuse.
+    with contextlib.suppress(idna.IDNAError, UnicodeError):
+        domain = idna.decode(domain)
+    return f"{local}@{unicodedata.normalize('NFKC', domain).lower()}"
 
 
 def _email(value: str) -> str:

@@ -1,12 +1,13 @@
 """Benchmark of the service against a bare FastAPI endpoint measured in the same run.
 
-    .venv/bin/pip install -e ".[bench]" && .venv/bin/python bench/run.py
+    .venv/bin/pip install -e ".[bench]" && .venv/bin/python bench/run.py [--quick] [--write]
 
 Installs wrk (Debian) when missing, pins every server to core 0 and wrk to core 1
 (when `taskset` exists), and reports each figure as the median of three runs, the
-apps alternating, as a ratio to the bare endpoint (or to the argon2 ceiling).
-Results go to bench/results/<date>.json and .md, the chart to
-bench/results/benchmark.png, and the table into README.md.
+apps alternating, as a ratio to the bare endpoint (or to the argon2 ceiling). It
+prints its expected duration first. Only with --write do the results go to
+bench/results/<date>.json and .md, the chart to bench/results/benchmark.png, and the
+table into README.md; otherwise the table is printed and nothing is written.
 """
 
 import argparse
@@ -40,6 +41,10 @@ POSTGRES_SERVER = os.environ.get(
     "BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+# wrk runs per database and repetition (M1: 4, M2: 3, M3: 1, M5: 1), and the set-up of one
+# database (migrate, create the account, start three servers, mint refresh tokens), in s.
+RUNS_PER_REPETITION = 9
+SETUP_SECONDS = 30
 PROTECTED_CONNECTIONS = 32
 LOGIN_CONNECTIONS = 8
 REPETITIONS = 3
@@ -188,7 +193,7 @@ def affinity_count() -> int:
 
 
 @contextmanager
-def database(kind: str, workdir: Path) -> Iterator[str]:
+def database(kind: str, workdir: Path, postgres_url: str) -> Iterator[str]:
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
@@ -196,11 +201,11 @@ def database(kind: str, workdir: Path) -> Iterator[str]:
         yield f"sqlite:///{workdir / 'bench.db'}"
         return
     name = f"jwt_auth_bench_{secrets.token_hex(4)}"
-    admin = create_engine(make_url(POSTGRES_SERVER), isolation_level="AUTOCOMMIT")
+    admin = create_engine(make_url(postgres_url), isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     try:
-        yield make_url(POSTGRES_SERVER).set(database=name).render_as_string(hide_password=False)
+        yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -210,10 +215,8 @@ def database(kind: str, workdir: Path) -> Iterator[str]:
 def prepare(env: dict[str, str]) -> None:
     """Migrate and create the benchmark account, as an operator would."""
     full_env = {**os.environ, **env}
-    subprocess.run(
-        [sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT, env=full_env, check=True
-    )
     command = str(Path(sys.executable).parent / "jwt-auth-api")
+    subprocess.run([command, "migrate"], cwd=ROOT, env=full_env, check=True)
     subprocess.run(
         [command, "create-user", "--email", EMAIL],
         cwd=ROOT,
@@ -234,8 +237,22 @@ def login(url: str) -> dict[str, Any]:
     return pair
 
 
-def bench_database(kind: str, seconds: int, workdir: Path) -> dict[str, Any]:
-    with database(kind, workdir) as url:
+@dataclass
+class Options:
+    seconds: int
+    postgres_url: str
+    redis_url: str
+    port_base: int | None
+
+
+def bench_database(kind: str, options: Options, workdir: Path) -> dict[str, Any]:
+    ports: Iterator[int] = (
+        iter(range(options.port_base, options.port_base + 3))
+        if (options.port_base is not None)
+        else iter(free_port, None)
+    )
+    seconds = options.seconds
+    with database(kind, workdir, options.postgres_url) as url:
         env = {
             "DATABASE_URL": url,
             "TOKEN_SECRET_KEY": secrets.token_urlsafe(48),
@@ -246,10 +263,13 @@ def bench_database(kind: str, seconds: int, workdir: Path) -> dict[str, Any]:
         }
         prepare(env)
         servers = {
-            "bare": Server("bare", "bench.bare_app:app", {}),
-            "memory": Server("service (memory://)", "app.main:app", env),
+            "bare": Server("bare", "bench.bare_app:app", {}, next(ports)),
+            "memory": Server("service (memory://)", "app.main:app", env, next(ports)),
             "redis": Server(
-                "service (redis://)", "app.main:app", {**env, "RATE_LIMIT_STORAGE_URL": REDIS_URL}
+                "service (redis://)",
+                "app.main:app",
+                {**env, "RATE_LIMIT_STORAGE_URL": options.redis_url},
+                next(ports),
             ),
         }
         for server in servers.values():
@@ -455,13 +475,55 @@ def update_readme(table: str) -> None:
         readme.write_text(f"{before}{start}\n{table}{end}{after}")
 
 
+def expected_seconds(databases: int, seconds: int, repetitions: int) -> int:
+    # M3 waits one second for its login storm before measuring.
+    per_database = repetitions * (RUNS_PER_REPETITION * seconds + 1) + SETUP_SECONDS
+    return databases * per_database
+
+
 def main() -> int:
+    global REPETITIONS  # --quick lowers it for the whole run
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=5, help="length of one wrk run")
     parser.add_argument(
         "--databases", default="sqlite,postgres", help="comma-separated: sqlite, postgres"
     )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run: SQLite only, one repetition of 2 s runs (figures are rough)",
+    )
+    parser.add_argument(
+        "--port-base",
+        type=int,
+        metavar="PORT",
+        help="serve the three apps on PORT, PORT+1 and PORT+2 (default: free ports)",
+    )
+    parser.add_argument(
+        "--postgres-url",
+        default=POSTGRES_SERVER,
+        help="PostgreSQL server for a database of the run's own (default: $BENCH_POSTGRES_URL "
+        "or postgres@127.0.0.1:5432)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=REDIS_URL,
+        help="Redis database for the redis:// service (default: $BENCH_REDIS_URL or /14)",
+    )
+    parser.add_argument(
+        "--write",
+        action="store_true",
+        help="write bench/results/<date>.json, .md, the chart and the README table",
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.seconds, args.databases, REPETITIONS = 2, "sqlite", 1
+    if args.port_base is not None and not 1 <= args.port_base <= 65533:
+        parser.error("--port-base must leave three ports below 65536")
+    kinds = args.databases.split(",")
+    estimate = expected_seconds(len(kinds), args.seconds, REPETITIONS)
+    print(f"expected duration: about {estimate // 60} min {estimate % 60} s", flush=True)
+    options = Options(args.seconds, args.postgres_url, args.redis_url, args.port_base)
     ensure_wrk()
     date = datetime.now(UTC).strftime("%Y-%m-%d")
     results: dict[str, Any] = {
@@ -471,18 +533,22 @@ def main() -> int:
         "databases": {},
     }
     with tempfile.TemporaryDirectory() as workdir:
-        for kind in args.databases.split(","):
+        for kind in kinds:
             print(f"== {kind}", flush=True)
-            results["databases"][kind] = bench_database(kind, args.seconds, Path(workdir))
+            results["databases"][kind] = bench_database(kind, options, Path(workdir))
             for name, value in results["databases"][kind]["ratios"].items():
                 print(f"   {name}: {value:.2f}", flush=True)
+    table = markdown(results)
+    print(table)
+    if not args.write:
+        print("nothing written (pass --write to keep these results in bench/results/ and README)")
+        return 0
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{date}.json").write_text(json.dumps(results, indent=2) + "\n")
-    table = markdown(results)
     (RESULTS / f"{date}.md").write_text(table)
     chart(results, RESULTS / "benchmark.png")
     update_readme(table)
-    print(table)
+    print(f"written: bench/results/{date}.json, .md, benchmark.png and README.md")
     return 0
 
 

@@ -64,6 +64,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = [item for item in items if not needs_both(item)]
+        config.stash[NEED_BOTH_DESELECTED] = len(deselected)
+
+
+NEEDS_BOTH = (
+    "need PostgreSQL and Redis: set DATABASE_URL=postgresql+psycopg://... and "
+    "RATE_LIMIT_STORAGE_URL=redis://... to run them"
+)
+NEED_BOTH_DESELECTED = pytest.StashKey[int]()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    database = "PostgreSQL" if POSTGRES else "SQLite"
+    storage = "Redis" if SHARED_STORAGE else "memory://"
+    header = f"database: {database}, throttle and revocation store: {storage}"
+    if not (POSTGRES and SHARED_STORAGE):
+        header += f"\nmulti-instance and fault tests are deselected: they {NEEDS_BOTH}"
+    return header
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    count = terminalreporter.config.stash.get(NEED_BOTH_DESELECTED, 0)
+    if count:
+        terminalreporter.write_line(
+            f"{count} multi-instance and fault tests were deselected: they {NEEDS_BOTH}"
+        )
 
 
 def _create_postgres_database(server_url: str) -> tuple[str, Callable[[], None]]:

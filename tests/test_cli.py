@@ -1,12 +1,14 @@
 """The jwt-auth-api command, run as an operator runs it."""
 
+import json
 import os
 import re
 import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from importlib.metadata import version
 from pathlib import Path
 
 import httpx
@@ -14,21 +16,26 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from app.models import User
 from app.security.keys import load_private_key, load_public_key
-from tests.conftest import ROOT, free_port
+from tests.conftest import POSTGRES, ROOT, _create_postgres_database, free_port
 from tests.factories import bearer, login, make_user
 
 COMMAND = str(Path(sys.executable).parent / "jwt-auth-api")
 
 
-def run(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:
+def run(
+    args: list[str], env: Mapping[str, str | None], stdin: str = "", cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
+    """The command with the test run's environment plus `env` (a value None unsets)."""
+    merged = {**os.environ, **env}
     return subprocess.run(
         [COMMAND, *args],
-        cwd=ROOT,
-        env={**os.environ, **env},
+        cwd=cwd,
+        env={name: value for name, value in merged.items() if value is not None},
         input=stdin,
         capture_output=True,
         text=True,
@@ -42,6 +49,7 @@ def run(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.Com
     [
         [],
         ["serve"],
+        ["migrate"],
         ["create-user"],
         ["delete-user"],
         ["prune"],
@@ -320,3 +328,141 @@ def test_keys_generate_asks_for_an_algorithm_when_hs256_is_configured(tmp_path: 
     assert result.returncode == 2
     assert "--algorithm" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_version_names_the_installed_version() -> None:
+    result = run(["--version"], {})
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"jwt-auth-api {version('jwt-auth-api')}"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(
+            ["--port", "83544"], "83544 is out of range (from 1 to 65535)", id="port-high"
+        ),
+        pytest.param(["--port", "0"], "0 is out of range (from 1 to 65535)", id="port-zero"),
+        pytest.param(["--port", "-1"], "'-1' is not a whole number", id="port-negative"),
+        pytest.param(["--workers", "0"], "0 is out of range (at least 1)", id="no-workers"),
+    ],
+)
+def test_serve_refuses_a_port_or_worker_count_out_of_range(
+    settings_env: dict[str, str], args: list[str], message: str
+) -> None:
+    result = run(["serve", *args], settings_env)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def _one_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_migrate_creates_the_schema_from_any_directory(tmp_path: Path) -> None:
+    env: dict[str, str | None] = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.db'}",
+        "TOKEN_SECRET_KEY": None,
+    }
+
+    migrated = run(["migrate"], env, cwd=tmp_path)
+    again = run(["migrate"], env, cwd=tmp_path)
+    # Migrating needs no token secret, so none is generated beside the database.
+    assert not (tmp_path / ".token_secret_key").exists()
+    created = run(
+        ["create-user", "--email", "op@example.com"], env, "an operator passphrase", cwd=tmp_path
+    )
+
+    assert migrated.returncode == 0, migrated.stderr
+    assert "database migrated" in migrated.stdout
+    assert again.returncode == 0, again.stderr
+    assert created.returncode == 0, created.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin"),
+    [
+        pytest.param(
+            ["create-user", "--email", "op@example.com"], "an operator passphrase", id="create-user"
+        ),
+        pytest.param(["prune"], "", id="prune"),
+    ],
+)
+def test_a_command_on_an_unmigrated_database_says_to_migrate_in_one_line(
+    settings_env: dict[str, str], tmp_path: Path, args: list[str], stdin: str
+) -> None:
+    env = {**settings_env, "DATABASE_URL": f"sqlite:///{tmp_path / 'empty.db'}"}
+
+    result = run(args, env, stdin)
+
+    assert result.returncode == 1
+    assert _one_line(result) == "error: the database is not migrated; run `jwt-auth-api migrate`"
+
+
+def _missing_database(migrated_database_url: str) -> str:
+    if POSTGRES:
+        url = make_url(migrated_database_url).set(database="jwt_auth_no_such_database")
+        return url.render_as_string(hide_password=False)
+    return "sqlite:////no-such-folder/jwt_auth.db"
+
+
+@pytest.mark.parametrize("command", [["migrate"], ["serve"], ["prune"]], ids=str)
+@pytest.mark.parametrize(
+    "case", ["not-a-url", "postgres-scheme", "driver-typo", "closed-port", "missing-database"]
+)
+def test_a_bad_database_url_stops_every_command_with_one_line(
+    settings_env: dict[str, str],
+    migrated_database_url: str,
+    tmp_path: Path,
+    command: list[str],
+    case: str,
+) -> None:
+    url = {
+        "not-a-url": "not-a-url",
+        "postgres-scheme": "postgres://app:pw@127.0.0.1/app",
+        "driver-typo": "postgresql+pyscopg://app:pw@127.0.0.1/app",
+        "closed-port": f"postgresql+psycopg://app:pw@127.0.0.1:{free_port()}/app",
+        "missing-database": _missing_database(migrated_database_url),
+    }[case]
+
+    env = {**settings_env, "DATABASE_URL": url, "DATABASE_STARTUP_TIMEOUT_SECONDS": "1"}
+    result = run(command, env, cwd=tmp_path)
+
+    assert result.returncode in (1, 2)
+    assert "Traceback" not in result.stderr
+    assert ":pw@" not in result.stderr
+    *log_lines, line = result.stderr.strip().splitlines()
+    if command == ["serve"] and case in ("closed-port", "missing-database"):
+        # serve waits for a database that may be starting: one log line per attempt, then
+        # the one line that names the problem.
+        assert all(json.loads(log_line)["level"] == "warning" for log_line in log_lines)
+        assert line.startswith("error: the database is unreachable after 1 s: "), line
+    else:
+        assert not log_lines, result.stderr
+        assert line.startswith("configuration error: DATABASE_URL"), line
+
+
+@pytest.mark.multi_instance
+def test_instances_migrating_together_migrate_once(migrated_database_url: str) -> None:
+    # Without the advisory lock, the second CREATE TABLE of two racing migrations fails.
+    url, drop = _create_postgres_database(migrated_database_url)
+    env = {**os.environ, "DATABASE_URL": url}
+    try:
+        processes = [
+            subprocess.Popen(
+                [COMMAND, "migrate"],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(3)
+        ]
+        outcomes = [(process.wait(timeout=120), process.communicate()[1]) for process in processes]
+    finally:
+        drop()
+    assert outcomes == [(0, "")] * 3

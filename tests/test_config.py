@@ -515,3 +515,63 @@ def test_uvicorn_with_a_wrong_type_key_file_exits_with_one_line_naming_the_varia
     ], result.stderr
     assert "Traceback" not in result.stderr
     assert "PRIVATE KEY" not in result.stderr
+
+
+# Ranges and the database URL
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "TOKEN_ACCESS_TTL_SECONDS",
+        "TOKEN_REFRESH_TTL_SECONDS",
+        "TOKEN_SESSION_MAX_SECONDS",
+        "TOKEN_LEEWAY_SECONDS",
+        "LOGIN_WINDOW_SECONDS",
+    ],
+)
+def test_a_lifetime_past_ten_years_stops_start_up_naming_the_variable(
+    clean_environment: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    # 99999999999 s from now is past year 9999: every derived timestamp would overflow.
+    message = configuration_error(
+        capsys, TOKEN_SECRET_KEY=secrets.token_urlsafe(48), **{name: 99999999999}
+    )
+    assert message.startswith(name)
+    assert "315360000" in message
+
+
+@pytest.mark.parametrize(
+    ("url", "hint"),
+    [
+        pytest.param("not-a-url", "is not a database URL", id="not-a-url"),
+        pytest.param("postgres://u:pw@db/app", "postgresql+psycopg://", id="postgres-scheme"),
+        pytest.param("postgresql+pyscopg://u:pw@db/app", "not supported", id="driver-typo"),
+        pytest.param("mysql://u:pw@db/app", "not supported", id="other-database"),
+    ],
+)
+def test_a_database_url_of_the_wrong_shape_stops_start_up_with_one_line(
+    clean_environment: Path, capsys: pytest.CaptureFixture[str], url: str, hint: str
+) -> None:
+    message = configuration_error(
+        capsys, DATABASE_URL=url, TOKEN_SECRET_KEY=secrets.token_urlsafe(48)
+    )
+
+    assert message.startswith("DATABASE_URL ")
+    assert hint in message
+    # The URL may carry a password: the message never quotes it.
+    assert "pw" not in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///./x.db",
+        "sqlite+aiosqlite:///./x.db",
+        "postgresql://u@db/app",
+        "postgresql+psycopg://u@db/app",
+    ],
+)
+def test_supported_database_urls_are_accepted(clean_environment: Path, url: str) -> None:
+    settings = load_settings(DATABASE_URL=url, TOKEN_SECRET_KEY=secrets.token_urlsafe(48))
+    assert url == settings.DATABASE_URL

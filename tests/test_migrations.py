@@ -7,6 +7,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
@@ -104,3 +105,71 @@ def test_roles_migration_keeps_existing_users_active_with_no_roles_and_goes_down
             assert connection.execute(text("SELECT count(*) FROM users")).scalar_one() == 1
     finally:
         engine.dispose()
+
+
+def _before(config: Config, revision: str) -> str:
+    """The revision just before `revision`, wherever the chain puts it."""
+    down = ScriptDirectory.from_config(config).get_revision(revision).down_revision
+    assert isinstance(down, str)
+    return down
+
+
+def _add_users(url: str, emails: list[str]) -> None:
+    engine = create_engine(sync_url(url))
+    try:
+        with engine.begin() as connection:
+            for email in emails:
+                connection.execute(
+                    text(
+                        "INSERT INTO users (email, password_hash, created_at) "
+                        "VALUES (:email, 'x', CURRENT_TIMESTAMP)"
+                    ),
+                    {"email": email},
+                )
+    finally:
+        engine.dispose()
+
+
+def _emails(url: str) -> list[str]:
+    engine = create_engine(sync_url(url))
+    try:
+        with engine.connect() as connection:
+            return list(connection.scalars(text("SELECT email FROM users ORDER BY id")))
+    finally:
+        engine.dispose()
+
+
+def test_the_email_migration_decodes_idna_domains_of_existing_users(
+    empty_database_url: str,
+) -> None:
+    config = _config(empty_database_url)
+    command.upgrade(config, _before(config, "0006"))
+    _add_users(empty_database_url, ["josé@xn--exmple-cua.de", "ada@example.com"])
+
+    command.upgrade(config, "0006")
+
+    assert _emails(empty_database_url) == ["josé@exämple.de", "ada@example.com"]
+    command.downgrade(config, _before(config, "0006"))
+    assert _emails(empty_database_url) == ["josé@exämple.de", "ada@example.com"]
+
+
+def test_the_email_migration_refuses_to_merge_two_users_and_names_them(
+    empty_database_url: str,
+) -> None:
+    config = _config(empty_database_url)
+    command.upgrade(config, _before(config, "0006"))
+    _add_users(empty_database_url, ["josé@exämple.de", "bob@example.com", "josé@xn--exmple-cua.de"])
+
+    with pytest.raises(RuntimeError, match="would share one canonical email") as refused:
+        command.upgrade(config, "0006")
+
+    message = str(refused.value)
+    assert "users.id 1 ('josé@exämple.de')" in message
+    assert "users.id 3 ('josé@xn--exmple-cua.de')" in message
+    assert "bob" not in message
+    # Nothing changed: the operator decides which account stays.
+    assert _emails(empty_database_url) == [
+        "josé@exämple.de",
+        "bob@example.com",
+        "josé@xn--exmple-cua.de",
+    ]

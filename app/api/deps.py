@@ -1,11 +1,13 @@
 """FastAPI dependencies, each answering one question about the request."""
 
 import dataclasses
+import email.message
 import logging
+import string
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Body, Depends, Request, Security
+from fastapi import Body, Depends, Request, Security, params
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,6 +22,7 @@ from app.errors import (
     InvalidToken,
     ServiceUnavailable,
     Throttled,
+    UnsupportedMediaType,
     ValidationFailed,
 )
 from app.models import User
@@ -42,6 +45,30 @@ async def get_runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def _is_json(content_type: str) -> bool:
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json")
+    )
+
+
+async def require_json_body(request: Request) -> None:
+    """A route that reads a JSON body refuses a body of another Content-Type with 415,
+    rather than a 422 about its shape; an absent body (cookie-mode refresh and logout)
+    passes, and a form route (the token endpoint) answers for itself."""
+    body_field = getattr(request.scope.get("route"), "body_field", None)
+    if body_field is None or isinstance(body_field.field_info, params.Form):
+        return
+    # FastAPI has read (and kept) the body before the dependencies run.
+    if not await request.body():
+        return
+    content_type = request.headers.get("content-type")
+    if content_type is None or not _is_json(content_type):
+        raise UnsupportedMediaType()
 
 
 async def get_settings(runtime: RuntimeDep) -> Settings:
@@ -128,6 +155,10 @@ async def get_presented_refresh_token(
 PresentedRefreshToken = Annotated[str | None, Depends(get_presented_refresh_token)]
 
 
+TCHARS = frozenset(string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~")
+MALFORMED_BEARER = "malformed bearer credentials: separate Bearer and the token with a space"
+
+
 def _bearer_token(request: Request) -> str:
     """RFC 6750 §2.1 bearer credentials, read strictly.
 
@@ -146,8 +177,13 @@ def _bearer_token(request: Request) -> str:
     if not values:
         # RFC 9700 §4.3.2: a token in the query string alone is never read.
         raise AuthenticationRequired()
-    scheme, _, credentials = values[0].decode("latin-1").partition(" ")
+    header = values[0].decode("latin-1")
+    scheme, _, credentials = header.partition(" ")
     if scheme.lower() != "bearer":
+        if header[:6].lower() == "bearer" and header[6:7] and header[6] not in TCHARS:
+            # `Bearer<TAB>token`, `Bearer,token`: the bearer scheme (a tchar ends it, RFC
+            # 9110 §5.6.2), mistyped; RFC 6750 §2.1 allows only spaces before the token.
+            raise InvalidToken(MALFORMED_BEARER)
         raise AuthenticationRequired()
     token = credentials.strip(" ")
     if not token:

@@ -2,14 +2,11 @@
 
 import asyncio
 from collections.abc import Awaitable
-from functools import cache
-from pathlib import Path
 
 from fastapi import APIRouter, Response
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
 
 from app.api.deps import RuntimeDep
+from app.db import schema_state
 from app.errors import NotReady
 from app.runtime import Runtime
 from app.schemas import Health, Jwks, NotReadyProblem, Readiness, ReadinessChecks
@@ -19,17 +16,6 @@ router = APIRouter(tags=["meta"])
 # Each readiness check is bounded by this (the contract: within 1 s).
 READY_TIMEOUT_SECONDS = 1.0
 JWKS_MAX_AGE_SECONDS = 300
-MIGRATIONS = Path(__file__).resolve().parent.parent.parent / "alembic"
-
-
-@cache
-def _schema_heads() -> frozenset[str] | None:
-    """The migrations' head revisions; None where the scripts are not shipped."""
-    from alembic.script import ScriptDirectory
-
-    if not MIGRATIONS.is_dir():
-        return None
-    return frozenset(ScriptDirectory(str(MIGRATIONS)).get_heads())
 
 
 async def _bounded(check: Awaitable[str]) -> str:
@@ -40,23 +26,8 @@ async def _bounded(check: Awaitable[str]) -> str:
 
 
 async def _database(runtime: Runtime) -> str:
-    async with runtime.engine.connect() as connection:
-        try:
-            versions = set(
-                (
-                    await connection.execute(text("SELECT version_num FROM alembic_version"))
-                ).scalars()
-            )
-            await connection.execute(text("SELECT id FROM users WHERE 1 = 0"))
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise
-            # The connection answers, the schema is missing: `alembic upgrade head` is due.
-            return "not migrated"
-    heads = _schema_heads()
-    if not versions or (heads is not None and not heads <= versions):
-        return "not migrated"
-    return "ok"
+    # "not migrated" when the schema is missing or behind this code's migrations.
+    return await schema_state(runtime.engine)
 
 
 async def _revocation_store(runtime: Runtime) -> str:

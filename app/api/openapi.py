@@ -16,6 +16,7 @@ DESCRIPTIONS = {
     404: "Not found",
     409: "Conflict",
     413: "Request body over 64 KiB",
+    415: "The body is not JSON (Content-Type other than application/json)",
     422: "Malformed request body",
     429: "Too many attempts; see Retry-After",
     503: "Service unavailable",
@@ -81,6 +82,9 @@ def install_openapi(app: FastAPI) -> None:
                     responses = operation.get("responses", {})
                     if _validation_never_answers(operation):
                         responses.pop("422", None)
+                    if "application/json" in operation.get("requestBody", {}).get("content", {}):
+                        # API.md: a body of another Content-Type answers 415.
+                        responses.setdefault("415", _unsupported_media_type())
                     _problem_media_type(responses)
             schemas = schema.get("components", {}).get("schemas", {})
             for unused in ("HTTPValidationError", "ValidationError"):
@@ -89,6 +93,13 @@ def install_openapi(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _unsupported_media_type() -> dict[str, Any]:
+    return {
+        "description": DESCRIPTIONS[415],
+        "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
 
 
 def _validation_never_answers(operation: dict[str, Any]) -> bool:

@@ -216,11 +216,6 @@ def test_login_with_a_value_that_is_not_an_email_is_422(
             "application/json",
             id="truncated-json",
         ),
-        pytest.param(
-            b"email=ada%40example.com&password=" + SECRET.encode(),
-            "application/x-www-form-urlencoded",
-            id="form-instead-of-json",
-        ),
         pytest.param(b"", "application/json", id="empty-body"),
         pytest.param(b"null", "application/json", id="null-body"),
     ],

@@ -122,6 +122,17 @@ class CsrfFailed(AppError):
     default_detail = "the X-CSRF-Token header must equal the csrf_token cookie"
 
 
+class CrossSiteRequest(AppError):
+    """Cookie mode: a request from another origin must not set the refresh cookie (login
+    CSRF would put the victim's browser in the attacker's session). problem+json on the
+    token endpoint too: it is no OAuth error."""
+
+    status = 403
+    slug = "cross-site-request"
+    title = "Cross-site request refused"
+    default_detail = "a request from another origin cannot start or continue a session here"
+
+
 class NotFound(AppError):
     status = 404
     slug = "not-found"

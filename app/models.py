@@ -3,7 +3,7 @@
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, LargeBinary, String, Uuid
+from sqlalchemy import ForeignKey, Integer, LargeBinary, String, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime
@@ -17,6 +17,9 @@ IP_MAX_LENGTH = 45  # the longest textual IPv6 address
 
 class User(Base):
     __tablename__ = "users"
+    # SQLite: AUTOINCREMENT, so the id of a deleted user is never handed out again (its
+    # tokens would name the newcomer). PostgreSQL's serial never reuses one anyway.
+    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 - SQLAlchemy's own attribute
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # Canonical form (trimmed, NFKC, lower-case), so uniqueness holds across case and width.
@@ -26,6 +29,10 @@ class User(Base):
     last_name: Mapped[str | None] = mapped_column(String(NAME_MAX_LENGTH))
     phone_number: Mapped[str | None] = mapped_column(String(PHONE_MAX_LENGTH))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Bumped by every change that must win over a racing login; see
+    # app.services.accounts.invalidate_credentials.
+    credentials_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class RefreshToken(Base):

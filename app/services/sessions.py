@@ -17,6 +17,7 @@ from app.models import IP_MAX_LENGTH, USER_AGENT_MAX_LENGTH, RefreshToken, User
 from app.revocations import RevokedSessions
 from app.security.access_tokens import AccessTokenCodec
 from app.security.refresh_tokens import MAX_REFRESH_TOKEN_LENGTH, digest, new_refresh_token
+from app.services import accounts
 
 T = TypeVar("T")
 
@@ -128,7 +129,12 @@ async def start(
     now: datetime,
     audit: Audit,
 ) -> Grant:
-    """Begin a new session (family) for a user who just proved who they are."""
+    """Begin a new session (family) for a user who just proved who they are.
+
+    InvalidCredentials when a change of the user's credentials committed since the
+    password check (accounts.invalidate_credentials): the row lock is taken first.
+    """
+    await accounts.record_login(db, user=user, now=now)
     _, grant = _issue(
         db,
         issuer,
@@ -185,6 +191,10 @@ async def rotate(
     ).one_or_none()
     if spent is None:
         await _refuse(db, token_digest, revoked=revoked, now=now, audit=audit)
+    if spent.email is None:
+        # The user is gone (a row left dangling without foreign keys): mint nothing for
+        # an id that is nobody's. The request's rollback leaves the token as it was.
+        raise InvalidToken("unknown user")
     child, grant = _issue(
         db,
         issuer,

@@ -42,7 +42,7 @@ def test_a_whole_scenario_logs_every_audit_event_and_no_secret(
     server = live_server(LOGIN_MAX_FAILURES="3", IP_RATE_LIMIT="20/minute")
     secret_key = server.env["TOKEN_SECRET_KEY"]
     new_password = "a brand new passphrase for ada"
-    grace_password = "grace hopper's own passphrase"
+    grace_password = "the admiral's own passphrase"
     guesses = ["a wrong guess at ada's", DEFAULT_PASSWORD.upper()]
     access_tokens: list[str] = []
     refresh_tokens: list[str] = []

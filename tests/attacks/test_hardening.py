@@ -125,53 +125,57 @@ def race_a_password_change(http: httpx.Client, db: Session, *, rounds: int) -> N
     """Three loops log in with the old password while the password changes; afterwards no
     session of the old password is alive: every token pair they got is dead."""
     for _ in range(rounds):
-        email = f"racer-{uuid.uuid4().hex[:12]}@example.com"
-        old = {"email": email, "password": PASSWORD}
-        # Registered through the service, so its hash has the server's (real) cost.
-        assert http.post("/account/register", json=old).status_code == 201
-        db.rollback()
-        user_id = db.scalars(select(User.id).where(User.email == email)).one()
-        first = http.post("/account/login", json=old).json()
-        done = threading.Event()
-        won: list[dict[str, Any]] = []
-        unexpected: list[str] = []
+        _race_once(http, db)
 
-        def loop() -> None:
-            with httpx.Client(base_url=http.base_url, timeout=30) as own:
-                while not done.is_set():
-                    response = own.post("/account/login", json=old)
-                    if response.status_code == 200:
-                        won.append(response.json())
-                    elif response.status_code != 400:
-                        unexpected.append(response.text)
 
-        loops = [threading.Thread(target=loop) for _ in range(3)]
-        for thread in loops:
-            thread.start()
-        time.sleep(0.2)
-        changed = http.post(
-            "/account/password",
-            json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
-            headers=bearer(first["access_token"]),
+def _race_once(http: httpx.Client, db: Session) -> None:
+    email = f"racer-{uuid.uuid4().hex[:12]}@example.com"
+    old = {"email": email, "password": PASSWORD}
+    # Registered through the service, so its hash has the server's (real) cost.
+    assert http.post("/account/register", json=old).status_code == 201
+    db.rollback()
+    user_id = db.scalars(select(User.id).where(User.email == email)).one()
+    first = http.post("/account/login", json=old).json()
+    done = threading.Event()
+    won: list[dict[str, Any]] = []
+    unexpected: list[str] = []
+
+    def loop() -> None:
+        with httpx.Client(base_url=http.base_url, timeout=30) as own:
+            while not done.is_set():
+                response = own.post("/account/login", json=old)
+                if response.status_code == 200:
+                    won.append(response.json())
+                elif response.status_code != 400:
+                    unexpected.append(response.text)
+
+    loops = [threading.Thread(target=loop) for _ in range(3)]
+    for thread in loops:
+        thread.start()
+    time.sleep(0.2)
+    changed = http.post(
+        "/account/password",
+        json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
+        headers=bearer(first["access_token"]),
+    )
+    time.sleep(0.2)
+    done.set()
+    for thread in loops:
+        thread.join()
+
+    assert changed.status_code == 204, changed.text
+    assert unexpected == []
+    db.rollback()
+    live = db.scalars(
+        select(RefreshToken.id).where(
+            RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None)
         )
-        time.sleep(0.2)
-        done.set()
-        for thread in loops:
-            thread.join()
-
-        assert changed.status_code == 204, changed.text
-        assert unexpected == []
-        db.rollback()
-        live = db.scalars(
-            select(RefreshToken.id).where(
-                RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None)
-            )
-        ).all()
-        assert live == []
-        for pair in won:
-            assert http.get("/account/me", headers=bearer(pair["access_token"])).status_code == 401
-            refreshed = http.post("/account/refresh", json={"refresh_token": pair["refresh_token"]})
-            assert refreshed.status_code == 401
+    ).all()
+    assert live == []
+    for pair in won:
+        assert http.get("/account/me", headers=bearer(pair["access_token"])).status_code == 401
+        refreshed = http.post("/account/refresh", json={"refresh_token": pair["refresh_token"]})
+        assert refreshed.status_code == 401
 
 
 # Finding 2: a login already past its password check when the password changed still

@@ -339,7 +339,9 @@ def create_user(args: argparse.Namespace) -> int:
         field = ".".join(str(part) for part in error["loc"])
         print(f"error: {field} {error['msg']}", file=sys.stderr)
         return 2
-    problem = password_problem(password, min_length=settings.PASSWORD_MIN_LENGTH)
+    problem = password_problem(
+        password, min_length=settings.PASSWORD_MIN_LENGTH, email=request.email
+    )
     if problem is not None:
         print(f"error: password {problem}", file=sys.stderr)
         return 2

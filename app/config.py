@@ -254,6 +254,9 @@ class Settings(DatabaseSettings):
     @classmethod
     def _origins_are_explicit(cls, value: list[str]) -> list[str]:
         for origin in value:
+            if origin == "null":
+                # The opaque origin of sandboxed frames and file:// pages: only when listed.
+                continue
             # Credentials are allowed (the refresh cookie), and the Fetch standard refuses
             # a wildcard with credentials: name each origin (ASVS 5.0 3.4.2).
             if "*" in origin:

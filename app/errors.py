@@ -144,6 +144,17 @@ class Forbidden(AppError):
         return {"WWW-Authenticate": _bearer_challenge(realm, error="insufficient_scope")}
 
 
+class CrossSiteRequest(AppError):
+    """Cookie mode: a request from another origin must not set the refresh cookie (login
+    CSRF would put the victim's browser in the attacker's session). problem+json on the
+    token endpoint too: it is no OAuth error."""
+
+    status = 403
+    slug = "cross-site-request"
+    title = "Cross-site request refused"
+    default_detail = "a request from another origin cannot start or continue a session here"
+
+
 class NotFound(AppError):
     status = 404
     slug = "not-found"

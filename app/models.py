@@ -4,7 +4,7 @@ session, and the mail outbox."""
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Uuid, true
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Uuid, text, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime
@@ -38,6 +38,9 @@ class User(Base):
     last_name: Mapped[str | None] = mapped_column(String(NAME_MAX_LENGTH))
     phone_number: Mapped[str | None] = mapped_column(String(PHONE_MAX_LENGTH))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Bumped by every change that must win over a racing login; see
+    # app.services.accounts.invalidate_credentials.
+    credentials_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     is_active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 

@@ -57,7 +57,14 @@ def canonical_email(value: str) -> str:
     return f"{local}@{unicodedata.normalize('NFKC', domain).lower()}"
 
 
+# RFC 5321 §4.5.3.1: 64 for the local part, 255 for the domain, plus "@"; longer input is
+# refused before any normalisation, throttling or hashing.
+MAX_EMAIL_INPUT_LENGTH = 320
+
+
 def _email(value: str) -> str:
+    if len(value) > MAX_EMAIL_INPUT_LENGTH:
+        raise ValueError("is not a valid email address")
     value = canonical_email(value)
     if len(value) > EMAIL_MAX_LENGTH:
         raise ValueError("is not a valid email address")

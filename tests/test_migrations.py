@@ -1,6 +1,7 @@
 """Alembic: the migrations build the models' schema, and go down and up again."""
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,35 @@ def test_the_email_migration_refuses_to_merge_two_users_and_names_them(
         "bob@example.com",
         "josé@xn--exmple-cua.de",
     ]
+
+
+def test_0004_keeps_the_rows_and_never_reuses_a_deleted_users_id(empty_database_url: str) -> None:
+    config = _config(empty_database_url)
+    engine = create_engine(sync_url(empty_database_url))
+    insert = text("INSERT INTO users (email, password_hash, created_at) VALUES (:email, 'x', :now)")
+    now = datetime.now(UTC)
+    try:
+        command.upgrade(config, "0002")
+        with engine.begin() as connection:
+            connection.execute(insert, {"email": "old@example.com", "now": now})
+        command.upgrade(config, "0004")
+        with engine.begin() as connection:
+            kept = connection.execute(
+                text("SELECT id, email, credentials_version, last_login_at FROM users")
+            ).all()
+            connection.execute(insert, {"email": "highest@example.com", "now": now})
+            highest = connection.scalar(text("SELECT max(id) FROM users"))
+            connection.execute(text("DELETE FROM users WHERE id = :id"), {"id": highest})
+            connection.execute(insert, {"email": "newcomer@example.com", "now": now})
+            newcomer = connection.scalar(
+                text("SELECT id FROM users WHERE email = 'newcomer@example.com'")
+            )
+        command.downgrade(config, "0002")
+        with engine.connect() as connection:
+            after_downgrade = connection.scalar(text("SELECT count(*) FROM users"))
+    finally:
+        engine.dispose()
+
+    assert kept == [(1, "old@example.com", 0, None)]
+    assert newcomer > highest
+    assert after_downgrade == 2

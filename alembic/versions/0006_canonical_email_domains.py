@@ -7,7 +7,7 @@ operator decides which account stays. The downgrade keeps the new form (the
 old one is not recorded), so it changes nothing.
 
 Revision ID: 0006
-Revises: 0002
+Revises: 0005
 Create Date: 2026-11-30
 """
 

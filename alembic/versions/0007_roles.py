@@ -1,10 +1,10 @@
-"""Roles and administration: users.is_active, users.last_login_at, the user_roles table.
+"""Roles and administration: users.is_active and the user_roles table.
 
-Existing users stay active with no roles. The users table is rebuilt on SQLite with
-AUTOINCREMENT, so the id of a deleted user is never given to a new one.
+Existing users stay active with no roles. On SQLite the users table keeps the
+AUTOINCREMENT of 0004 (a batch rebuild would otherwise drop it).
 
 Revision ID: 0007
-Revises: 0002
+Revises: 0006
 Create Date: 2026-11-28
 """
 
@@ -20,17 +20,10 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    # SQLite: rebuilt (batch mode) to add AUTOINCREMENT; elsewhere plain ALTERs.
-    sqlite = op.get_bind().dialect.name == "sqlite"
-    with op.batch_alter_table(
-        "users",
-        recreate="always" if sqlite else "auto",
-        table_kwargs={"sqlite_autoincrement": True},
-    ) as batch:
+    with op.batch_alter_table("users", table_kwargs={"sqlite_autoincrement": True}) as batch:
         batch.add_column(
             sa.Column("is_active", sa.Boolean(), server_default=sa.true(), nullable=False)
         )
-        batch.add_column(sa.Column("last_login_at", sa.DateTime(timezone=True), nullable=True))
     # An index PostgreSQL can use for `email LIKE 'prefix%'` whatever the database's
     # collation (the unique index serves equality only outside the C locale).
     op.create_index(
@@ -54,6 +47,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("user_roles")
     op.drop_index("ix_users_email_pattern", table_name="users")
-    with op.batch_alter_table("users") as batch:
-        batch.drop_column("last_login_at")
+    with op.batch_alter_table("users", table_kwargs={"sqlite_autoincrement": True}) as batch:
         batch.drop_column("is_active")

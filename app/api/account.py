@@ -14,6 +14,7 @@ from app.api.deps import (
     DbSession,
     PresentedRefreshToken,
     RuntimeDep,
+    SameOrigin,
     ThrottledClient,
 )
 from app.api.openapi import BEARER_ERRORS, SESSION_COOKIES, problems
@@ -59,7 +60,8 @@ def token_pair(grant: sessions.Grant, response: Response, settings: Settings) ->
     "/login",
     response_model=TokenPair,
     response_model_exclude_none=True,
-    responses=SESSION_COOKIES | problems(400, 413, 422, 429),
+    responses=SESSION_COOKIES | problems(400, 403, 413, 422, 429),
+    dependencies=[SameOrigin],
 )
 async def login(
     body: LoginRequest,
@@ -89,6 +91,7 @@ async def login(
     response_model=TokenPair,
     response_model_exclude_none=True,
     responses=SESSION_COOKIES | problems(401, 403, 413, 422, 429),
+    dependencies=[SameOrigin],
 )
 async def refresh(
     refresh_token: PresentedRefreshToken,
@@ -207,19 +210,27 @@ async def me(user: CurrentUser) -> UserProfile:
 
 
 @router.post(
-    "/password", status_code=status.HTTP_204_NO_CONTENT, responses=problems(400, 401, 413, 422)
+    "/password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problems(400, 401, 413, 422, 429),
 )
 async def change_password(
     body: PasswordChangeRequest,
     user: CurrentUser,
+    client: ThrottledClient,
     db: DbSession,
     runtime: RuntimeDep,
     audit: CallerAudit,
 ) -> None:
-    """Replace the password; every session of the user ends, this one included."""
+    """Replace the password; every session of the user ends, this one included.
+
+    Counted against IP_RATE_LIMIT, and a wrong current password is a failed attempt of
+    the account, like a failed login (429 past LOGIN_MAX_FAILURES).
+    """
     await accounts.change_password(
         db,
         hasher=runtime.hasher,
+        throttle=runtime.throttle,
         user=user,
         current_password=body.current_password,
         new_password=body.new_password,

@@ -10,6 +10,8 @@ read (OWASP CSRF Prevention Cheat Sheet, double-submit cookie).
 
 import hmac
 import secrets
+from collections.abc import Iterable
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -68,3 +70,43 @@ def csrf_header_matches(request: Request) -> bool:
     cookie = request.cookies.get(CSRF_COOKIE, "")
     header = request.headers.get(CSRF_HEADER, "")
     return bool(cookie) and hmac.compare_digest(header.encode(), cookie.encode())
+
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an origin or URL, the port made explicit; None if unreadable."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS or not parts.hostname:
+        return None
+    return scheme, parts.hostname.lower(), port or DEFAULT_PORTS[scheme]
+
+
+def is_cross_site(request: Request, *, issuer: str, allowed_origins: Iterable[str]) -> bool:
+    """Whether a request comes from a page of another origin, as far as the browser says.
+
+    Refused: `Sec-Fetch-Site: cross-site`, or an `Origin` that is neither the request's own
+    (its scheme as uvicorn sees it, which is X-Forwarded-Proto behind a trusted proxy, and
+    its Host), nor TOKEN_ISSUER's, nor in CORS_ORIGINS (the opaque origin `null` only when
+    listed there). A request with neither header (curl, a server) is no browser's.
+    """
+    if request.headers.get("sec-fetch-site", "").lower() == "cross-site":
+        return True
+    origin = request.headers.get("origin")
+    if origin is None:
+        return False
+    allowed = list(allowed_origins)
+    if origin.strip() == "null":
+        return "null" not in allowed
+    presented = _origin(origin)
+    if presented is None:
+        return True
+    host = request.headers.get("host", "")
+    own = [f"{request.url.scheme}://{host}", issuer, *allowed]
+    return presented not in {_origin(candidate) for candidate in own}

@@ -11,11 +11,12 @@ from fastapi import Body, Depends, Request, Security, params
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.cookies import csrf_header_matches, refresh_cookie
+from app.api.cookies import csrf_header_matches, is_cross_site, refresh_cookie
 from app.config import Settings
 from app.db import get_db
 from app.errors import (
     AuthenticationRequired,
+    CrossSiteRequest,
     CsrfFailed,
     Forbidden,
     InvalidAuthorizationRequest,
@@ -32,6 +33,7 @@ from app.runtime import Runtime
 from app.schemas import RefreshRequest
 from app.security import access_tokens
 from app.security.access_tokens import TokenRejected
+from app.security.addresses import ip_bucket
 from app.services import accounts
 from app.services.sessions import Client
 
@@ -116,7 +118,7 @@ AuditDep = Annotated[Audit, Depends(get_audit)]
 async def get_throttled_client(client: ClientInfo, runtime: RuntimeDep, audit: AuditDep) -> Client:
     """The client, counted against IP_RATE_LIMIT (endpoints that take credentials)."""
     try:
-        await runtime.throttle.client(client.ip)
+        await runtime.throttle.client(ip_bucket(client.ip) if client.ip else None)
     except Throttled:
         audit.record(Event.RATE_LIMITED, limit="ip")
         raise
@@ -124,6 +126,21 @@ async def get_throttled_client(client: ClientInfo, runtime: RuntimeDep, audit: A
 
 
 ThrottledClient = Annotated[Client, Depends(get_throttled_client)]
+
+
+async def refuse_cross_site(request: Request, runtime: RuntimeDep) -> None:
+    """Cookie mode: a route that sets the refresh cookie refuses another origin's request
+    (403) before any credential is looked at. Without it a page anywhere could post a
+    form with the attacker's password and swap the victim's session for the attacker's
+    (login CSRF); the SameSite cookie cannot prevent what sets it."""
+    settings = runtime.settings
+    if settings.TOKEN_COOKIE_MODE and is_cross_site(
+        request, issuer=settings.TOKEN_ISSUER, allowed_origins=settings.CORS_ORIGINS
+    ):
+        raise CrossSiteRequest()
+
+
+SameOrigin = Depends(refuse_cross_site)
 
 
 async def get_presented_refresh_token(

@@ -11,8 +11,11 @@ from app.schemas import Problem, ValidationProblem
 DESCRIPTIONS = {
     400: "Bad request",
     401: "Missing, invalid or expired bearer token",
-    403: "Cookie mode: the X-CSRF-Token header is missing or differs from the csrf_token "
-    "cookie; on /admin: the caller lacks the admin role (`insufficient_scope`)",
+    403: (
+        "Cookie mode: a request from another origin (/problems/cross-site-request), or an "
+        "X-CSRF-Token header missing or differing from the csrf_token cookie; on /admin: "
+        "the caller lacks the admin role (`insufficient_scope`)"
+    ),
     404: "Not found",
     409: "Conflict",
     413: "Request body over 64 KiB",

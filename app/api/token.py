@@ -9,7 +9,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from app.api.account import token_pair
-from app.api.deps import AuditDep, DbSession, RuntimeDep, ThrottledClient
+from app.api.deps import AuditDep, DbSession, RuntimeDep, SameOrigin, ThrottledClient
 from app.api.openapi import SESSION_COOKIES, problems
 from app.errors import (
     AppError,
@@ -22,7 +22,7 @@ from app.errors import (
 )
 from app.observability import metrics
 from app.observability.audit import Audit, Event
-from app.schemas import OAuthErrorBody, Text, TokenPair, canonical_email
+from app.schemas import MAX_EMAIL_INPUT_LENGTH, OAuthErrorBody, Text, TokenPair, canonical_email
 from app.services import accounts, sessions
 
 
@@ -57,7 +57,7 @@ OAUTH_ERRORS: dict[int | str, dict[str, Any]] = {
         "model": OAuthErrorBody,
         "description": "Too many attempts: temporarily_unavailable; see Retry-After",
     },
-    **problems(413),
+    **problems(403, 413),
 }
 
 
@@ -66,6 +66,7 @@ OAUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     response_model=TokenPair,
     response_model_exclude_none=True,
     responses=SESSION_COOKIES | OAUTH_ERRORS,
+    dependencies=[SameOrigin],
 )
 async def token(
     db: DbSession,
@@ -122,6 +123,11 @@ async def token(
 
 
 def _as_email(username: str, audit: Audit) -> str:
+    if len(username) > MAX_EMAIL_INPUT_LENGTH:
+        # RFC 5321's longest address: anything longer is nobody's, refused before it can
+        # become a throttle key or cost a hash.
+        audit.record(Event.LOGIN_FAILED, reason="unknown email")
+        raise InvalidCredentials()
     email = canonical_email(username)
     if "@" not in email:
         # Cannot be anyone's email: the same answer as a wrong password.

@@ -16,7 +16,7 @@ from app.security.keys import Key
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - RFC 9068 media type
 MAX_TOKEN_LENGTH = 8 * 1024
 MAX_SUBJECT_DIGITS = 9
-REQUIRED_CLAIMS = ["exp", "iat", "nbf", "iss", "aud", "sub", "jti", "sid"]
+REQUIRED_CLAIMS = ["exp", "iat", "nbf", "iss", "aud", "sub", "jti", "sid", "email"]
 # RFC 7515 §3.1 and §2: three base64url segments without padding, whitespace or other
 # characters (PyJWT then refuses a segment that is not the canonical encoding of its
 # bytes, but reads a padded one; an alg "none" token's empty signature is refused by alg).
@@ -178,7 +178,7 @@ def _claims(claims: dict[str, Any]) -> AccessClaims:
     for name in ("exp", "iat", "nbf"):
         if isinstance(claims[name], bool) or not isinstance(claims[name], int | float):
             raise TokenRejected(f"{name} is not a number")
-    sub, sid, email = claims["sub"], claims["sid"], claims.get("email")
+    sub, sid, email = claims["sub"], claims["sid"], claims["email"]
     # The user id is a 32-bit integer column: a longer number is no user of ours.
     if not sub.isascii() or not sub.isdigit() or len(sub) > MAX_SUBJECT_DIGITS:
         raise TokenRejected("malformed subject")
@@ -188,10 +188,12 @@ def _claims(claims: dict[str, Any]) -> AccessClaims:
         session_id = None
     if session_id is None:
         raise TokenRejected("malformed session id")
+    if not isinstance(email, str) or not email:
+        raise TokenRejected("malformed email claim")
     return AccessClaims(
         user_id=int(sub),
         session_id=session_id,
         token_id=claims["jti"],
-        email=email if isinstance(email, str) else "",
+        email=email,
         expires_at=int(claims["exp"]),
     )

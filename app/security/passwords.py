@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import gzip
 import os
+import re
 import secrets
 import threading
 import unicodedata
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from importlib.resources import files
+from itertools import pairwise
 from typing import TypeVar
 
 from pwdlib import PasswordHash
@@ -34,8 +36,64 @@ def common_passwords() -> frozenset[str]:
     return frozenset(line.strip().lower() for line in lines if line.strip())
 
 
-def password_problem(password: str, *, min_length: int) -> str | None:
-    """Why a new password is refused, or None. Length and blocklist only: no composition rules."""
+MIN_DISTINCT_CHARACTERS = 5
+MIN_EMAIL_PIECE_LENGTH = 4
+DIGITS = "0123456789"
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def has_too_few_distinct_characters(password: str) -> bool:
+    """Fewer than 5 different characters, case-folded: 15 spaces, `aaaaaaaaaaaaaaa`."""
+    return len(set(password.casefold())) < MIN_DISTINCT_CHARACTERS
+
+
+def _steps_through(password: str, alphabet: str, *, wraps: bool) -> bool:
+    if len(password) < 2 or any(char not in alphabet for char in password):
+        return False
+    positions = [alphabet.index(char) for char in password]
+    size = len(alphabet)
+    for step in (1, -1):
+        if wraps and all((b - a) % size == step % size for a, b in pairwise(positions)):
+            return True
+        if not wraps and all(b - a == step for a, b in pairwise(positions)):
+            return True
+    return False
+
+
+def is_sequence(password: str) -> bool:
+    """Each character the next, or each the previous, in the digits (9 wraps to 0:
+    `123456789012345`) or in the alphabet (`abcdefghijklmnop`, any case)."""
+    folded = password.casefold()
+    return _steps_through(folded, DIGITS, wraps=True) or _steps_through(
+        folded, LETTERS, wraps=False
+    )
+
+
+def is_repetition(password: str) -> bool:
+    """One shorter string repeated: `passwordpassword`, `abcabcabcabcabc`."""
+    # A string is a repetition of a proper prefix exactly when it occurs inside itself
+    # doubled at a position other than 0 and its length.
+    return len(password) > 1 and (password + password).find(password, 1) < len(password)
+
+
+def email_pieces(email: str) -> list[str]:
+    """The pieces of the email's local part a password must not contain: the part before
+    `@`, without a `+tag`, split at `.`, `_` and `-`; pieces of 4 or more characters."""
+    local = email.rpartition("@")[0] if "@" in email else email
+    local = local.partition("+")[0]
+    pieces = re.split(r"[._-]", local.casefold())
+    return [piece for piece in pieces if len(piece) >= MIN_EMAIL_PIECE_LENGTH]
+
+
+def contains_email_piece(password: str, email: str) -> bool:
+    folded = password.casefold()
+    return any(piece in folded for piece in email_pieces(email))
+
+
+def password_problem(password: str, *, min_length: int, email: str | None = None) -> str | None:
+    """Why a new password is refused, or None. No composition rules: length, the common
+    list, and the rules that catch what a list cannot (API.md, "Hardening rules"), each
+    with its own message. Every rule judges the whole password, NFKC-normalised."""
     normalized = normalize_password(password)
     if len(normalized) < min_length:
         return f"must be at least {min_length} characters"
@@ -43,6 +101,14 @@ def password_problem(password: str, *, min_length: int) -> str | None:
         return f"must be at most {PASSWORD_MAX_LENGTH} characters"
     if normalized.lower() in common_passwords():
         return "is too common"
+    if has_too_few_distinct_characters(normalized):
+        return f"must have at least {MIN_DISTINCT_CHARACTERS} different characters"
+    if is_sequence(normalized):
+        return "must not be a run of consecutive letters or digits"
+    if is_repetition(normalized):
+        return "must not be one shorter string repeated"
+    if email is not None and contains_email_piece(normalized, email):
+        return "must not contain a part of the email address"
     return None
 
 

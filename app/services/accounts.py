@@ -4,9 +4,10 @@ import uuid
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import delete, exists, select
+from sqlalchemy import delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.db import release_before_slow_work
 from app.errors import (
@@ -29,10 +30,39 @@ async def _by_email(db: AsyncSession, email: str) -> User | None:
     return (await db.execute(select(User).where(User.email == email))).scalar_one_or_none()
 
 
-def check_new_password(password: str, *, field: str, min_length: int) -> None:
-    problem = password_problem(password, min_length=min_length)
+def check_new_password(password: str, *, field: str, min_length: int, email: str) -> None:
+    problem = password_problem(password, min_length=min_length, email=email)
     if problem is not None:
         raise WeakPassword(field, problem)
+
+
+async def invalidate_credentials(db: AsyncSession, user: User) -> None:
+    """Make every login still in flight for this user fail: call it in the transaction of
+    any change that must win over a racing login (password change or reset, disabling,
+    deletion, two-factor confirmation), before that transaction ends the user's sessions.
+
+    Why: a login reads the user, then spends tens of milliseconds in argon2 with no
+    transaction open. A change that commits meanwhile ends every session that exists, but
+    the login's session does not exist yet, and it would be created afterwards from a
+    password check that is no longer true. So every such change bumps
+    `users.credentials_version` here, at once, with an UPDATE that takes the user row's
+    lock until the change commits; and starting a session (`sessions.start`) is an UPDATE of
+    the same row conditional on the version the login read. The two serialise on the row
+    lock: a login whose UPDATE waits for the change sees the new version once the change
+    commits and gives up; a change that waits for a login's commit ends the session that
+    login created. A plain conditional INSERT would not do: under READ COMMITTED
+    (PostgreSQL) it cannot see the uncommitted bump, and it would not wait for it. On
+    SQLite every write transaction is BEGIN IMMEDIATE, one at a time, with the same effect.
+    """
+    bumped = await db.execute(
+        update(User)
+        .where(User.id == user.id)
+        .values(credentials_version=User.credentials_version + 1)
+        .returning(User.credentials_version)
+        .execution_options(synchronize_session=False)
+    )
+    # Known to the identity map as the row's value, so no second UPDATE at flush.
+    set_committed_value(user, "credentials_version", bumped.scalar_one())
 
 
 async def register(
@@ -48,7 +78,7 @@ async def register(
     phone_number: str | None = None,
 ) -> User:
     """Create an account; the email is already in canonical form. EmailTaken on a duplicate."""
-    check_new_password(password, field="password", min_length=min_length)
+    check_new_password(password, field="password", min_length=min_length, email=email)
     # Hash before touching the database: no transaction is open while argon2 runs.
     password_hash = await hasher.hash(password)
     if await _by_email(db, email) is not None:
@@ -117,20 +147,36 @@ async def change_password(
     db: AsyncSession,
     *,
     hasher: PasswordHasher,
+    throttle: Throttle,
     user: User,
     current_password: str,
     new_password: str,
     min_length: int,
     audit: Audit,
 ) -> None:
-    """Replace the password after checking the current one; ending sessions is the caller's."""
+    """Replace the password after checking the current one; ending sessions is the caller's.
+
+    The new password's rules come first, so a 422 says nothing about the current password;
+    a guess at the current password is a failed attempt of the account, counted with the
+    logins (one stolen access token must not allow unlimited silent guesses).
+    """
+    check_new_password(new_password, field="new_password", min_length=min_length, email=user.email)
     await release_before_slow_work(db)
-    valid, _ = await hasher.verify(current_password, user.password_hash)
-    if not valid:
-        audit.record(Event.PASSWORD_CHANGE_FAILED, user_id=user.id, reason="wrong password")
-        raise WrongPassword()
-    check_new_password(new_password, field="new_password", min_length=min_length)
-    user.password_hash = await hasher.hash(new_password)
+    try:
+        # Only the verdict counts: a 5xx (database, argon2 queue) counts nothing.
+        async with throttle.attempt(user.email) as attempt:
+            valid, _ = await hasher.verify(current_password, user.password_hash)
+            if not valid:
+                audit.record(Event.PASSWORD_CHANGE_FAILED, user_id=user.id, reason="wrong password")
+                await attempt.failed()
+                raise WrongPassword()
+            await attempt.succeeded()
+    except Throttled:
+        audit.record(Event.LOGIN_THROTTLED, user_id=user.id)
+        raise
+    new_hash = await hasher.hash(new_password)
+    await invalidate_credentials(db, user)
+    user.password_hash = new_hash
     audit.record(Event.PASSWORD_CHANGED, user_id=user.id)
 
 
@@ -155,6 +201,9 @@ async def set_user(
     if user is None:
         user = User(email=email, created_at=now, password_hash=password_hash)
         db.add(user)
+    else:
+        # A password reset: a login racing it must not yield a session.
+        await invalidate_credentials(db, user)
     user.password_hash = password_hash
     user.first_name = first_name if first_name is not None else user.first_name
     user.last_name = last_name if last_name is not None else user.last_name
@@ -190,7 +239,9 @@ async def end_every_session(
     db: AsyncSession, *, user: User, revoked: RevokedSessions, now: datetime
 ) -> set[uuid.UUID]:
     """End every session of the user and cut its live access tokens at once (disabling,
-    deleting): the one place where a user loses all its sessions by an operator's hand."""
+    deleting): the one place where a user loses all its sessions by an operator's hand.
+    A login racing it loses (invalidate_credentials)."""
+    await invalidate_credentials(db, user)
     return await sessions.end_all(db, user_id=user.id, revoked=revoked, now=now)
 
 

@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, aliased
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.selectable import ScalarSelect
 
 from app.errors import (
@@ -160,21 +161,29 @@ async def start(
 ) -> Grant:
     """Begin a new session (family) for a user who just proved who they are.
 
-    The UPDATE locks the user row that disabling and deletion also write, and
-    checks it again: a login racing them never yields a live session.
+    The UPDATE locks the user row that a password change or reset, disabling, deletion
+    and two-factor confirmation also write (accounts.invalidate_credentials), and checks
+    it again: a login whose password check read the row before such a change committed
+    never yields a live session, and answers as if it had begun after the change.
     """
     current = (
         await db.execute(
             update(User)
-            .where(User.id == user.id, User.is_active.is_(True))
+            .where(
+                User.id == user.id,
+                User.credentials_version == user.credentials_version,
+                User.is_active.is_(True),
+            )
             .values(last_login_at=now)
             .returning(User.email, User.phone_number)
             .execution_options(synchronize_session=False)
         )
     ).one_or_none()
     if current is None:
-        still_there = await db.scalar(select(exists().where(User.id == user.id)))
-        raise AccountDisabled() if still_there else InvalidCredentials()
+        # Lost to a change: disabled is 403 (after the right password), anything else 400.
+        active = await db.scalar(select(User.is_active).where(User.id == user.id))
+        raise AccountDisabled() if active is False else InvalidCredentials()
+    set_committed_value(user, "last_login_at", now)
     _, grant = _issue(
         db,
         issuer,
@@ -236,6 +245,10 @@ async def rotate(
             if retried is not None:
                 return retried
         await _refuse(db, token_digest, revoked=revoked, now=now, audit=audit)
+    if spent.email is None:
+        # The user is gone (a row left dangling without foreign keys): mint nothing for
+        # an id that is nobody's. The request's rollback leaves the token as it was.
+        raise InvalidToken("unknown user")
     child, grant = _issue(
         db,
         issuer,

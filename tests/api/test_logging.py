@@ -45,7 +45,7 @@ def test_a_whole_scenario_logs_every_audit_event_and_no_secret(
     )
     secret_key = server.env["TOKEN_SECRET_KEY"]
     new_password = "a brand new passphrase for ada"
-    grace_password = "grace hopper's own passphrase"
+    grace_password = "the admiral's own passphrase"
     guesses = ["a wrong guess at ada's", DEFAULT_PASSWORD.upper()]
     access_tokens: list[str] = []
     refresh_tokens: list[str] = []

@@ -157,6 +157,7 @@ def test_a_minted_token_carries_every_claim_of_the_contract_and_decodes_back() -
         "sid": str(SESSION_ID),
         "email": "ada@example.com",
         "phone": "+441234567890",
+        "roles": [],
     }
     assert codec.decode(token) == AccessClaims(
         user_id=42,

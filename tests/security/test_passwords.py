@@ -9,10 +9,18 @@ from app.security.passwords import (
     HashQueueFull,
     PasswordHasher,
     common_passwords,
+    contains_email_piece,
     cpu_count,
+    email_pieces,
+    has_too_few_distinct_characters,
+    is_repetition,
+    is_sequence,
     normalize_password,
     password_problem,
 )
+
+# 256 code points, no rule broken: the maximum is allowed.
+MAXIMAL = ("the quick brown fox jumps over a lazy dog " * 7)[: PASSWORD_MAX_LENGTH - 1] + "!"
 
 
 @pytest.mark.parametrize(
@@ -23,7 +31,7 @@ from app.security.passwords import (
         pytest.param("1q2w3e4r5t6y7u8i9o0p", "is too common", id="common"),
         pytest.param("QAZWSXEDCRFVTGB", "is too common", id="common-any-case"),
         pytest.param("lowercase letters only here", None, id="no-composition-rules"),
-        pytest.param("x" * PASSWORD_MAX_LENGTH, None, id="exactly-the-maximum"),
+        pytest.param(MAXIMAL, None, id="exactly-the-maximum"),
     ],
 )
 def test_a_new_password_is_judged_by_length_and_blocklist_only(
@@ -35,8 +43,105 @@ def test_a_new_password_is_judged_by_length_and_blocklist_only(
 def test_length_is_counted_in_code_points_after_nfkc() -> None:
     # U+FB03 (the "ffi" ligature) is one code point that NFKC turns into three.
     assert normalize_password("\ufb03") == "ffi"
-    assert password_problem("\ufb03" * 5, min_length=15) is None
-    assert password_problem("\ufb03" * 4, min_length=15) is not None
+    assert password_problem("quick brownz\ufb03", min_length=15) is None
+    assert password_problem("quick brown\ufb03", min_length=15) is not None
+
+
+@pytest.mark.parametrize(
+    ("password", "expected"),
+    [
+        pytest.param(" " * 15, True, id="spaces"),
+        pytest.param("aaaaaaaaaaaaaaa", True, id="one-letter"),
+        pytest.param("abababababababab", True, id="two-letters"),
+        pytest.param("AaBbCcDdAaBbCcDd", True, id="four-letters-case-folded"),
+        pytest.param("abcdeabcdeabcde", False, id="five-letters"),
+    ],
+)
+def test_too_few_distinct_characters_are_counted_case_folded(password: str, expected: bool) -> None:
+    assert has_too_few_distinct_characters(password) is expected
+
+
+@pytest.mark.parametrize(
+    ("password", "expected"),
+    [
+        pytest.param("123456789012345", True, id="digits-wrap-9-to-0"),
+        pytest.param("987654321098765", True, id="digits-down-wrap-0-to-9"),
+        pytest.param("abcdefghijklmnop", True, id="alphabet"),
+        pytest.param("ZYXWVUTSRQPONMLK", True, id="alphabet-down-upper-case"),
+        pytest.param("AbCdEfGhIjKlMnOp", True, id="alphabet-mixed-case"),
+        pytest.param("uvwxyzabcdefghij", False, id="alphabet-does-not-wrap"),
+        pytest.param("123456789012346", False, id="one-step-off"),
+        pytest.param("1234567abcdefgh", False, id="digits-then-letters"),
+    ],
+)
+def test_a_run_is_each_character_the_next_or_each_the_previous(
+    password: str, expected: bool
+) -> None:
+    assert is_sequence(password) is expected
+
+
+@pytest.mark.parametrize(
+    ("password", "expected"),
+    [
+        pytest.param("passwordpassword", True, id="twice"),
+        pytest.param("abcabcabcabcabc", True, id="five-times"),
+        pytest.param("xyzzyxyzzyxyzzy", True, id="three-times"),
+        pytest.param("passwordpassword!", False, id="plus-one"),
+        pytest.param("Passwordpassword", False, id="case-matters"),
+    ],
+)
+def test_a_repetition_is_one_shorter_string_repeated(password: str, expected: bool) -> None:
+    assert is_repetition(password) is expected
+
+
+@pytest.mark.parametrize(
+    ("email", "pieces"),
+    [
+        pytest.param("ada.lovelace@example.com", ["lovelace"], id="dot"),
+        pytest.param("grace_hopper-navy@example.com", ["grace", "hopper", "navy"], id="_-"),
+        pytest.param("alan+turing@example.com", ["alan"], id="tag-dropped"),
+        pytest.param("Bob@example.com", [], id="shorter-than-4"),
+    ],
+)
+def test_the_pieces_of_the_local_part(email: str, pieces: list[str]) -> None:
+    assert email_pieces(email) == pieces
+
+
+@pytest.mark.parametrize(
+    ("password", "email", "expected"),
+    [
+        pytest.param("my name is LOVELACE, hi", "ada.lovelace@example.com", True, id="piece"),
+        pytest.param("alan.turing@example.com", "alan.turing@example.com", True, id="own-email"),
+        pytest.param("codebreaker turing x", "alan+turing@example.com", False, id="tag"),
+        pytest.param("example domain phrase", "ada@example.com", False, id="domain"),
+    ],
+)
+def test_a_piece_of_the_email_is_found_case_insensitively(
+    password: str, email: str, expected: bool
+) -> None:
+    assert contains_email_piece(password, email) is expected
+
+
+@pytest.mark.parametrize(
+    ("password", "problem"),
+    [
+        pytest.param(" " * 15, "must have at least 5 different characters", id="spaces"),
+        pytest.param(
+            "123456789012345", "must not be a run of consecutive letters or digits", id="run"
+        ),
+        pytest.param(
+            "passwordpassword", "must not be one shorter string repeated", id="repetition"
+        ),
+        pytest.param(
+            "ada.lovelace@example.com",
+            "must not contain a part of the email address",
+            id="own-email",
+        ),
+        pytest.param("a long enough test passphrase", None, id="fine"),
+    ],
+)
+def test_each_rule_has_its_own_message(password: str, problem: str | None) -> None:
+    assert password_problem(password, min_length=15, email="ada.lovelace@example.com") == problem
 
 
 def test_the_shipped_blocklist_is_loaded_and_lower_cased() -> None:

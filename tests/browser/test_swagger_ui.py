@@ -184,7 +184,7 @@ def test_each_operation_shows_its_request_example_and_documented_errors(
     statuses = block.locator(".responses-table > tbody > tr.response").evaluate_all(
         "rows => rows.map(row => row.dataset.code)"
     )
-    assert statuses == ["200", "401", "403", "413", "422", "429"]
+    assert statuses == ["200", "401", "403", "413", "415", "422", "429"]
     expect(block.locator("tr.response[data-code='401']")).to_contain_text("WWW-Authenticate")
     expect(block.locator("tr.response[data-code='403']")).to_contain_text(
         "application/problem+json"

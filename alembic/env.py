@@ -6,18 +6,17 @@ from sqlalchemy import Connection, create_engine
 
 from alembic import context
 from app import models  # noqa: F401  (registers the tables on Base.metadata)
-from app.config import DatabaseSettings
+from app.config import Settings
 from app.db import Base, postgres_connect_args, sync_url
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
-database_url = config.attributes.get("database_url") or DatabaseSettings().DATABASE_URL
+# `alembic upgrade head` in a checkout reads the environment; the service passes its URL.
+database_url = config.attributes.get("database_url") or Settings().DATABASE_URL
 url = sync_url(database_url)
-timeout_seconds = (
-    config.attributes.get("database_timeout") or DatabaseSettings().DATABASE_TIMEOUT_SECONDS
-)
+timeout_seconds = config.attributes.get("database_timeout") or Settings().DATABASE_TIMEOUT_SECONDS
 
 # Instances starting together migrate once: each takes this PostgreSQL advisory lock
 # (session-level, so it outlives the migration's own transaction) and waits for the others.

@@ -22,10 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import (
     SERVE_MARKER,
-    DatabaseSettings,
     Settings,
-    load_database_settings,
     load_settings,
+    read_settings,
 )
 
 DEMO_EMAIL = "demo@example.com"
@@ -60,7 +59,7 @@ def _database_problem(exc: DBAPIError) -> CommandError:
     return CommandError(f"configuration error: DATABASE_URL: cannot use the database: {reason}")
 
 
-def migrate(settings: DatabaseSettings, *, own_logging: bool = False) -> None:
+def migrate(settings: Settings, *, own_logging: bool = False) -> None:
     """alembic upgrade head on DATABASE_URL, with the migrations of the installed package;
     `own_logging`: keep the service's log format instead of alembic's.
 
@@ -88,7 +87,7 @@ def migrate(settings: DatabaseSettings, *, own_logging: bool = False) -> None:
 def migrate_command(args: argparse.Namespace) -> int:
     from app.db import expected_heads
 
-    migrate(load_database_settings())
+    migrate(read_settings())
     print(f"database migrated (revision {', '.join(sorted(expected_heads()))})")
     return 0
 
@@ -488,7 +487,6 @@ def _write_new_file(path: Path, data: bytes) -> None:
 
 
 def generate_keys(args: argparse.Namespace) -> int:
-    from app.config import load_algorithm
     from app.security.keys import (
         ASYMMETRIC_ALGORITHMS,
         generate_private_key,
@@ -497,7 +495,7 @@ def generate_keys(args: argparse.Namespace) -> int:
         public_pem,
     )
 
-    algorithm: str = args.algorithm or load_algorithm()
+    algorithm: str = args.algorithm or read_settings().TOKEN_ALGORITHM
     if algorithm not in ASYMMETRIC_ALGORITHMS:
         print(
             f"error: TOKEN_ALGORITHM is {algorithm}, which signs with TOKEN_SECRET_KEY; "
@@ -675,9 +673,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from app.config import ConfigurationError
+
     args = _parser().parse_args(argv)
     try:
         result: int = args.handler(args)
+    except ConfigurationError as exc:
+        # The one place a setting at fault is printed: one line, no traceback.
+        print(f"configuration error: {exc.message}", file=sys.stderr)
+        return 2
     except DBAPIError as exc:
         # Whatever command meets an unreachable or missing database says so in one line.
         raise _database_problem(exc) from None

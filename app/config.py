@@ -3,7 +3,6 @@
 import ipaddress
 import os
 import secrets
-import sys
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -66,8 +65,11 @@ def _secret_problem(value: str) -> str | None:
     return None
 
 
-class DatabaseSettings(BaseSettings):
-    """The one setting migrations need: they run without any token secret."""
+class Settings(BaseSettings):
+    """Every setting, read once from the environment (or `.env`); field names are the
+    variables. Checks that need more than one field, or the environment's purpose
+    (production), are `refusal()`, applied by load_settings: migrations run without the
+    secrets a server needs."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
@@ -75,35 +77,6 @@ class DatabaseSettings(BaseSettings):
     # Bounds a request's whole database work; migrations use it for connecting only.
     DATABASE_TIMEOUT_SECONDS: float = Field(default=5, gt=0)
 
-    @field_validator("DATABASE_URL")
-    @classmethod
-    def _database_url_is_supported(cls, value: str) -> str:
-        # The message never quotes the URL: it may hold a password.
-        try:
-            url = make_url(value)
-        except ArgumentError:
-            raise ValueError(f"is not a database URL such as {DATABASE_URL_EXAMPLES}") from None
-        if url.drivername == "postgres":
-            raise ValueError(
-                "uses postgres://, which SQLAlchemy does not read; write postgresql+psycopg://"
-            )
-        supported = DATABASE_DRIVERS.get(url.get_backend_name(), set())
-        if url.drivername not in supported:
-            raise ValueError(
-                f"uses {url.drivername}://, which is not supported; use {DATABASE_URL_EXAMPLES}"
-            )
-        return value
-
-
-class AlgorithmSettings(BaseSettings):
-    """The one setting `keys generate` needs: it runs before the key file exists."""
-
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
-
-    TOKEN_ALGORITHM: TokenAlgorithm = "HS256"  # noqa: S105
-
-
-class Settings(DatabaseSettings):
     ENVIRONMENT: Literal["development", "production"] = "development"
     DATABASE_POOL_SIZE: int = Field(default=5, ge=1)
     DATABASE_MAX_OVERFLOW: int = Field(default=10, ge=0)
@@ -112,13 +85,13 @@ class Settings(DatabaseSettings):
     DATABASE_STARTUP_TIMEOUT_SECONDS: float = Field(default=30, ge=0)
     SHUTDOWN_DRAIN_SECONDS: float = Field(default=0, ge=0)
 
-    TOKEN_SECRET_KEY: str | None = None
+    TOKEN_SECRET_KEY: SecretStr | None = None
     TOKEN_ISSUER: str = "http://localhost:8000"  # noqa: S105
     TOKEN_AUDIENCE: str = "API"  # noqa: S105
     TOKEN_ALGORITHM: TokenAlgorithm = "HS256"  # noqa: S105
     TOKEN_PRIVATE_KEY_FILE: Path | None = None
     TOKEN_PREVIOUS_PUBLIC_KEY_FILES: Annotated[list[Path], NoDecode] = []
-    TOKEN_PREVIOUS_SECRET_KEYS: Annotated[list[str], NoDecode] = []
+    TOKEN_PREVIOUS_SECRET_KEYS: Annotated[list[SecretStr], NoDecode] = []
     TOKEN_ACCESS_TTL_SECONDS: int = Field(default=1200, ge=1, le=MAX_TTL_SECONDS)
     TOKEN_REFRESH_TTL_SECONDS: int = Field(default=604800, ge=1, le=MAX_TTL_SECONDS)
     TOKEN_SESSION_MAX_SECONDS: int = Field(default=2592000, ge=1, le=MAX_TTL_SECONDS)
@@ -183,22 +156,41 @@ class Settings(DatabaseSettings):
         mode="before",
     )(_empty_is_none)
 
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def _database_url_is_supported(cls, value: str) -> str:
+        # The message never quotes the URL: it may hold a password.
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError(f"is not a database URL such as {DATABASE_URL_EXAMPLES}") from None
+        if url.drivername == "postgres":
+            raise ValueError(
+                "uses postgres://, which SQLAlchemy does not read; write postgresql+psycopg://"
+            )
+        supported = DATABASE_DRIVERS.get(url.get_backend_name(), set())
+        if url.drivername not in supported:
+            raise ValueError(
+                f"uses {url.drivername}://, which is not supported; use {DATABASE_URL_EXAMPLES}"
+            )
+        return value
+
     @field_validator("TOKEN_SECRET_KEY")
     @classmethod
-    def _secret_is_strong(cls, value: str | None) -> str | None:
+    def _secret_is_strong(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None:
             return None
-        problem = _secret_problem(value)
+        problem = _secret_problem(value.get_secret_value())
         if problem is not None:
             raise ValueError(problem)
         return value
 
     @field_validator("TOKEN_PREVIOUS_SECRET_KEYS")
     @classmethod
-    def _previous_secrets_are_strong(cls, values: list[str]) -> list[str]:
+    def _previous_secrets_are_strong(cls, values: list[SecretStr]) -> list[SecretStr]:
         # A previous secret still verifies tokens: it must be as strong as the current one.
         for position, value in enumerate(values, start=1):
-            problem = _secret_problem(value)
+            problem = _secret_problem(value.get_secret_value())
             if problem is not None:
                 raise ValueError(f"secret {position} {problem}")
         return values
@@ -280,27 +272,32 @@ class Settings(DatabaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _production_is_explicit(self) -> "Settings":
-        if self.ENVIRONMENT == "production":
-            if self.uses_hmac and self.TOKEN_SECRET_KEY is None:
-                raise ValueError("TOKEN_SECRET_KEY is required when ENVIRONMENT=production")
-            if self.sqlite_path in (None, ":memory:") and self.is_sqlite:
-                raise ValueError("DATABASE_URL: an in-memory SQLite database loses every account")
-            if self.DATA_ENCRYPTION_KEY is None:
-                raise ValueError("DATA_ENCRYPTION_KEY is required when ENVIRONMENT=production")
-            if self.MAIL_BACKEND == "console":
-                raise ValueError(
-                    "MAIL_BACKEND=console prints mail instead of sending it; set smtp or "
-                    "disabled when ENVIRONMENT=production"
-                )
-            if self.SMTP_SECURITY == "none" and self.SMTP_HOST not in LOOPBACK_HOSTS:
-                raise ValueError(
-                    "SMTP_SECURITY=none sends mail in clear text; it is for a relay on "
-                    "localhost only"
-                )
+    def _mail_is_complete(self) -> "Settings":
         if self.MAIL_BACKEND == "smtp" and self.SMTP_HOST is None:
             raise ValueError("SMTP_HOST is required when MAIL_BACKEND=smtp")
         return self
+
+    def refusal(self) -> str | None:
+        """Why a server or a command that signs, seals or mails must not start with these
+        settings (production refuses what development fills in); None when it may."""
+        if self.ENVIRONMENT != "production":
+            return None
+        if self.uses_hmac and self.TOKEN_SECRET_KEY is None:
+            return "TOKEN_SECRET_KEY is required when ENVIRONMENT=production"
+        if self.sqlite_path in (None, ":memory:") and self.is_sqlite:
+            return "DATABASE_URL: an in-memory SQLite database loses every account"
+        if self.DATA_ENCRYPTION_KEY is None:
+            return "DATA_ENCRYPTION_KEY is required when ENVIRONMENT=production"
+        if self.MAIL_BACKEND == "console":
+            return (
+                "MAIL_BACKEND=console prints mail instead of sending it; set smtp or "
+                "disabled when ENVIRONMENT=production"
+            )
+        if self.SMTP_SECURITY == "none" and self.SMTP_HOST not in LOOPBACK_HOSTS:
+            return (
+                "SMTP_SECURITY=none sends mail in clear text; it is for a relay on localhost only"
+            )
+        return None
 
     @property
     def uses_hmac(self) -> bool:
@@ -334,15 +331,15 @@ class Settings(DatabaseSettings):
     def secret_key(self) -> bytes:
         if self.TOKEN_SECRET_KEY is None:  # pragma: no cover - load_settings fills it
             raise RuntimeError("TOKEN_SECRET_KEY is not set")
-        return self.TOKEN_SECRET_KEY.encode()
+        return self.TOKEN_SECRET_KEY.get_secret_value().encode()
 
 
-class ConfigurationError(SystemExit):
-    """Start-up stops with one line naming the variable at fault."""
+class ConfigurationError(Exception):
+    """Start-up stops with one line naming the variable at fault: the command line and
+    `uvicorn app.main:app` print it (`configuration error: ...`) and exit 2."""
 
     def __init__(self, message: str) -> None:
-        print(f"configuration error: {message}", file=sys.stderr)
-        super().__init__(2)
+        super().__init__(message)
         self.message = message
 
 
@@ -373,18 +370,11 @@ def _configuration_error(exc: ValidationError) -> ConfigurationError:
     return ConfigurationError(f"{field} {message}" if field else message)
 
 
-def load_database_settings() -> DatabaseSettings:
-    """DATABASE_URL alone (migrations need no token secret), or stop with one clear line."""
+def read_settings() -> Settings:
+    """The settings as the environment gives them, without the secrets a server needs:
+    enough for migrations and `keys generate`, which run before any key exists."""
     try:
-        return DatabaseSettings()
-    except ValidationError as exc:
-        raise _configuration_error(exc) from None
-
-
-def load_algorithm() -> TokenAlgorithm:
-    """TOKEN_ALGORITHM alone, or stop with one clear line."""
-    try:
-        return AlgorithmSettings().TOKEN_ALGORITHM
+        return Settings()
     except ValidationError as exc:
         raise _configuration_error(exc) from None
 
@@ -395,10 +385,12 @@ def load_token_keys(settings: Settings) -> KeySet:
     try:
         return load_keys(
             algorithm=settings.TOKEN_ALGORITHM,
-            secret_key=secret.encode() if secret is not None else None,
+            secret_key=secret.get_secret_value().encode() if secret is not None else None,
             private_key_file=settings.TOKEN_PRIVATE_KEY_FILE,
             previous_public_key_files=settings.TOKEN_PREVIOUS_PUBLIC_KEY_FILES,
-            previous_secret_keys=[key.encode() for key in settings.TOKEN_PREVIOUS_SECRET_KEYS],
+            previous_secret_keys=[
+                key.get_secret_value().encode() for key in settings.TOKEN_PREVIOUS_SECRET_KEYS
+            ],
         )
     except KeySettingError as exc:
         raise ConfigurationError(str(exc)) from None
@@ -418,11 +410,16 @@ def load_settings(**overrides: object) -> Settings:
     """Read the settings and the key files they name, or stop start-up with one clear line."""
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise _configuration_error(exc) from None
+    refusal = settings.refusal()
+    if refusal is not None:
+        raise ConfigurationError(refusal)
+    try:
         # Only an HMAC algorithm needs a secret; the others sign with TOKEN_PRIVATE_KEY_FILE.
         if settings.TOKEN_SECRET_KEY is None and settings.uses_hmac:
-            settings = settings.model_copy(
-                update={"TOKEN_SECRET_KEY": _development_secret(settings)}
-            )
+            secret = _development_secret(settings)
+            settings = settings.model_copy(update={"TOKEN_SECRET_KEY": SecretStr(secret)})
         # Production refuses a missing key (above); development keeps one beside the database.
         if settings.DATA_ENCRYPTION_KEY is None:
             secret = _development_secret(settings, DATA_KEY_FILE, "DATA_ENCRYPTION_KEY")

@@ -5,6 +5,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,7 +32,7 @@ from app.api import metrics as metrics_route
 from app.api.deps import require_json_body
 from app.api.middleware import BodyLimit, SecurityHeaders, page_policy
 from app.api.openapi import install_openapi
-from app.config import SERVE_MARKER, Settings, load_settings
+from app.config import SERVE_MARKER, ConfigurationError, Settings, load_settings
 from app.db import schema_state
 from app.errors import (
     ERRORS_BY_STATUS,
@@ -333,7 +334,12 @@ def __getattr__(name: str) -> FastAPI:
     factory form `uvicorn --factory app.main:create_app` is the same app.
     """
     if name == "app":
-        built = create_app()
+        try:
+            built = create_app()
+        except ConfigurationError as exc:
+            # uvicorn would print a traceback: one line naming the variable instead.
+            print(f"configuration error: {exc.message}", file=sys.stderr)
+            raise SystemExit(2) from None
         globals()["app"] = built
         return built
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

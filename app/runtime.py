@@ -65,6 +65,10 @@ class Runtime:
             leeway_seconds=settings.TOKEN_LEEWAY_SECONDS,
         )
 
+        def wall() -> float:
+            # Late-bound: a test that swaps `runtime.clock` moves every module's time.
+            return runtime.clock().timestamp()
+
         async def ended_since(since: datetime) -> list[tuple[uuid.UUID, datetime]]:
             async with database_work(sessionmaker, settings.DATABASE_TIMEOUT_SECONDS) as db:
                 return list(await sessions.recently_revoked(db, since=since))
@@ -87,14 +91,17 @@ class Runtime:
                 reuse_grace=timedelta(seconds=settings.REFRESH_REUSE_GRACE_SECONDS),
             ),
             revoked=revoked_sessions(
-                settings.RATE_LIMIT_STORAGE_URL, settings.retention_seconds, ended_since
+                settings.RATE_LIMIT_STORAGE_URL, settings.retention_seconds, ended_since, clock=wall
             ),
-            access_tokens=VerifiedTokens(codec, leeway_seconds=settings.TOKEN_LEEWAY_SECONDS),
+            access_tokens=VerifiedTokens(
+                codec, leeway_seconds=settings.TOKEN_LEEWAY_SECONDS, clock=wall
+            ),
             throttle=Throttle(
                 storage_url=settings.RATE_LIMIT_STORAGE_URL,
                 max_failures=settings.LOGIN_MAX_FAILURES,
                 window_seconds=settings.LOGIN_WINDOW_SECONDS,
                 ip_limit=settings.IP_RATE_LIMIT,
+                clock=wall,
             ),
             keys=keys,
             sealer=sealer,
@@ -115,6 +122,8 @@ class Runtime:
         return runtime
 
     def now(self) -> datetime:
+        """The one clock (whole seconds, UTC): services, stores, the token cache and the
+        mail sender all read it, so a test that replaces `clock` freezes every one."""
         return self.clock()
 
     async def load_revoked_sessions(self) -> None:

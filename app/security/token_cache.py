@@ -5,10 +5,10 @@ answer changes with time) and the caller still checks revocation.
 """
 
 import hashlib
-import time
 from collections import OrderedDict
 from typing import Protocol
 
+from app.clock import Clock, system_clock
 from app.security.access_tokens import AccessClaims, TokenRejected
 
 MAX_ENTRIES = 10_000
@@ -19,8 +19,16 @@ class Decoder(Protocol):
 
 
 class VerifiedTokens:
-    def __init__(self, decoder: Decoder, *, leeway_seconds: int, max_entries: int = MAX_ENTRIES):
+    def __init__(
+        self,
+        decoder: Decoder,
+        *,
+        leeway_seconds: int,
+        max_entries: int = MAX_ENTRIES,
+        clock: Clock = system_clock,
+    ):
         self._decoder = decoder
+        self._clock = clock
         self._leeway = leeway_seconds
         self._max_entries = max_entries
         self._verified: OrderedDict[bytes, AccessClaims] = OrderedDict()
@@ -34,7 +42,7 @@ class VerifiedTokens:
             if len(self._verified) > self._max_entries:
                 self._verified.popitem(last=False)
         # Same rule as PyJWT's: expired once exp <= now - leeway.
-        if claims.expires_at <= time.time() - self._leeway:
+        if claims.expires_at <= self._clock() - self._leeway:
             self._verified.pop(key, None)
             raise TokenRejected("token expired")
         return claims

@@ -21,6 +21,7 @@ from typing import Protocol
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app.clock import Clock, system_clock
 from app.errors import ServiceUnavailable
 from app.observability import metrics
 
@@ -68,7 +69,10 @@ class RevokedSessions(Protocol):
 class _Loading:
     """Rebuilding from the database: one rebuild per process at a time."""
 
-    def __init__(self, ttl_seconds: int, fetch: Fetch | None = None) -> None:
+    def __init__(
+        self, ttl_seconds: int, fetch: Fetch | None = None, *, clock: Clock = system_clock
+    ) -> None:
+        self._clock = clock
         self._retention = ttl_seconds
         self._fetch = fetch
         self._loaded = False
@@ -112,7 +116,7 @@ class _Loading:
     async def _rebuild(self) -> None:
         if self._fetch is None:
             raise ReloadFailed("database")
-        started = time.time()
+        started = self._clock()
         try:
             since = datetime.fromtimestamp(started - self._retention, UTC)
             records = list(await self._fetch(since))
@@ -153,12 +157,14 @@ class MemoryRevokedSessions(_Loading):
     """In this process only: with memory:// storage the service runs one process, and reads
     the records of sessions ended elsewhere (the CLI) every second."""
 
-    def __init__(self, ttl_seconds: int, fetch: Fetch | None = None) -> None:
-        super().__init__(ttl_seconds, fetch)
+    def __init__(
+        self, ttl_seconds: int, fetch: Fetch | None = None, *, clock: Clock = system_clock
+    ) -> None:
+        super().__init__(ttl_seconds, fetch, clock=clock)
         self._until: dict[uuid.UUID, float] = {}
 
     def _keep(self, session_id: uuid.UUID, until: float) -> None:
-        now = time.time()
+        now = self._clock()
         if len(self._until) > 1024:
             self._until = {sid: end for sid, end in self._until.items() if end > now}
         self._until[session_id] = max(until, self._until.get(session_id, 0.0))
@@ -168,7 +174,7 @@ class MemoryRevokedSessions(_Loading):
             self._keep(session_id, ended_at.timestamp() + self._retention)
 
     async def add(self, session_ids: Iterable[uuid.UUID]) -> None:
-        until = time.time() + self._retention
+        until = self._clock() + self._retention
         for session_id in session_ids:
             self._keep(session_id, until)
 
@@ -176,13 +182,13 @@ class MemoryRevokedSessions(_Loading):
         if not self._loaded:
             await self._reload_for_request()
         until = self._until.get(session_id)
-        return until is not None and until > time.time()
+        return until is not None and until > self._clock()
 
     async def poll(self) -> None:
         if not self._loaded or self._fetch is None:
             await self.load()
             return
-        started = time.time()
+        started = self._clock()
         since = max(self._polled_at - POLL_OVERLAP_SECONDS, started - self._retention)
         await self._fill(list(await self._fetch(datetime.fromtimestamp(since, UTC))))
         self._polled_at = started
@@ -199,8 +205,10 @@ class RedisRevokedSessions(_Loading):
     """Shared by every process and instance: one key per session, expiring with the tokens,
     and the marker that says the set is whole."""
 
-    def __init__(self, url: str, ttl_seconds: int, fetch: Fetch | None = None) -> None:
-        super().__init__(ttl_seconds, fetch)
+    def __init__(
+        self, url: str, ttl_seconds: int, fetch: Fetch | None = None, *, clock: Clock = system_clock
+    ) -> None:
+        super().__init__(ttl_seconds, fetch, clock=clock)
         self._redis = Redis.from_url(
             url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=1
         )
@@ -219,7 +227,7 @@ class RedisRevokedSessions(_Loading):
             await self.load()
 
     async def _fill(self, records: list[tuple[uuid.UUID, datetime]]) -> None:
-        now = time.time()
+        now = self._clock()
         # One MULTI: the marker is never there without the set (the contract's atomic step).
         async with self._redis.pipeline(transaction=True) as pipe:
             for session_id, ended_at in records:
@@ -293,11 +301,11 @@ class RedisRevokedSessions(_Loading):
 
 
 def revoked_sessions(
-    storage_url: str, ttl_seconds: int, fetch: Fetch | None = None
+    storage_url: str, ttl_seconds: int, fetch: Fetch | None = None, *, clock: Clock = system_clock
 ) -> RevokedSessions:
     """The store for RATE_LIMIT_STORAGE_URL. `ttl_seconds` is the retention: the
     access-token lifetime plus TOKEN_LEEWAY_SECONDS. `fetch` reads the records of sessions
     ended since a time; a store without it (a command's) only adds."""
     if storage_url == "memory://":
-        return MemoryRevokedSessions(ttl_seconds, fetch)
-    return RedisRevokedSessions(storage_url, ttl_seconds, fetch)
+        return MemoryRevokedSessions(ttl_seconds, fetch, clock=clock)
+    return RedisRevokedSessions(storage_url, ttl_seconds, fetch, clock=clock)

@@ -17,6 +17,7 @@ from limits.errors import StorageError
 from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import RedisError
 
+from app.clock import Clock, system_clock
 from app.errors import ServiceUnavailable, Throttled
 
 KEY_PREFIX = "jwt-auth-api"
@@ -61,7 +62,10 @@ class FailureLog(Protocol):
 
 
 class MemoryFailureLog:
-    def __init__(self, *, max_failures: int, window_seconds: int) -> None:
+    def __init__(
+        self, *, max_failures: int, window_seconds: int, clock: Clock = system_clock
+    ) -> None:
+        self._clock = clock
         self._max = max_failures
         self._window = window_seconds
         self._entries: dict[str, dict[str, float]] = {}
@@ -69,7 +73,7 @@ class MemoryFailureLog:
         self._lock = threading.Lock()
 
     async def reserve(self, email: str, entry: str) -> float | None:
-        now = time.time()
+        now = self._clock()
         with self._lock:
             entries = self._entries.setdefault(email, {})
             for stale in [key for key, at in entries.items() if at <= now - self._window]:
@@ -145,8 +149,9 @@ class RedisFailureLog:
 class Attempt:
     """One password check of an account: it counts only once its verdict is known."""
 
-    def __init__(self, log: FailureLog, email: str, entry: str) -> None:
+    def __init__(self, log: FailureLog, email: str, entry: str, clock: Clock) -> None:
         self._log = log
+        self._clock = clock
         self._email = email
         self._entry = entry
         self.decided = False
@@ -154,7 +159,7 @@ class Attempt:
     async def failed(self) -> None:
         """The verdict is a wrong password (or code): the reserved failure stays counted."""
         self.decided = True
-        await _guard(self._log.keep(self._email, self._entry, time.time()))
+        await _guard(self._log.keep(self._email, self._entry, self._clock()))
 
     async def succeeded(self) -> None:
         """The verdict is the right password: the account's count is cleared."""
@@ -185,12 +190,19 @@ class Throttle:
     """
 
     def __init__(
-        self, *, storage_url: str, max_failures: int, window_seconds: int, ip_limit: str
+        self,
+        *,
+        storage_url: str,
+        max_failures: int,
+        window_seconds: int,
+        ip_limit: str,
+        clock: Clock = system_clock,
     ) -> None:
+        self._clock = clock
         self._storage, self._pool = limits_storage(storage_url)
         self._limiter = SlidingWindowCounterRateLimiter(self._storage)
         self._failures: FailureLog = (
-            MemoryFailureLog(max_failures=max_failures, window_seconds=window_seconds)
+            MemoryFailureLog(max_failures=max_failures, window_seconds=window_seconds, clock=clock)
             if self._pool is None
             else RedisFailureLog(
                 self._pool, max_failures=max_failures, window_seconds=window_seconds
@@ -206,6 +218,7 @@ class Throttle:
         except StorageError:
             # Without its counters the throttle cannot protect anyone: fail closed.
             raise ServiceUnavailable() from None
+        # `limits` keeps its windows on its own clock (time.time), so the wait is read on it.
         raise Throttled(retry_after=max(1, math.ceil(stats.reset_time - time.time())))
 
     async def client(self, ip: str | None) -> None:
@@ -227,7 +240,7 @@ class Throttle:
             raise ServiceUnavailable() from None
         if wait is not None:
             raise Throttled(retry_after=max(1, math.ceil(wait)))
-        attempt = Attempt(self._failures, email, entry)
+        attempt = Attempt(self._failures, email, entry, self._clock)
         try:
             yield attempt
         finally:
@@ -240,17 +253,6 @@ class Throttle:
         except (RedisError, StorageError):
             # The request is failing already; the entry then expires with its window.
             log.warning("could not release a reserved login attempt")
-
-    async def login_attempt(self, email: str) -> None:
-        """Count a failed attempt of this account now, whatever follows; 429 when over.
-
-        Prefer `attempt()`, which counts verdicts only."""
-        async with self.attempt(email) as attempt:
-            await attempt.failed()
-
-    async def login_succeeded(self, email: str) -> None:
-        """Clear the account's count."""
-        await _guard(self._failures.clear(email))
 
     async def close(self) -> None:
         if self._pool is not None:

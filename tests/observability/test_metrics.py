@@ -189,7 +189,7 @@ def test_a_refused_access_token_is_counted_under_the_first_check_it_fails(
     make_user(db)
     token = login(local)["access_token"]
     assert settings.TOKEN_SECRET_KEY is not None
-    bad = make(token, settings.TOKEN_SECRET_KEY)
+    bad = make(token, settings.TOKEN_SECRET_KEY.get_secret_value())
     before = scrape(local)
 
     assert local.get("/test", headers=bearer(bad)).status_code == 401

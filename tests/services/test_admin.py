@@ -76,13 +76,33 @@ def test_an_admin_cannot_disable_or_demote_or_delete_itself(
     async def work(runtime: Runtime) -> None:
         async with transaction(runtime) as session:
             me = await session.get_one(User, actor.id)
-            common = {"actor": me, "user_id": me.id, "revoked": runtime.revoked, "now": _now()}
+            now = _now()
             with pytest.raises(Conflict, match="disable"):
-                await admin.update_user(session, is_active=False, roles=None, audit=AUDIT, **common)
+                await admin.update_user(
+                    session,
+                    actor=me,
+                    user_id=me.id,
+                    is_active=False,
+                    roles=None,
+                    revoked=runtime.revoked,
+                    now=now,
+                    audit=AUDIT,
+                )
             with pytest.raises(Conflict, match="admin role"):
-                await admin.update_user(session, is_active=None, roles=[], audit=AUDIT, **common)
+                await admin.update_user(
+                    session,
+                    actor=me,
+                    user_id=me.id,
+                    is_active=None,
+                    roles=[],
+                    revoked=runtime.revoked,
+                    now=now,
+                    audit=AUDIT,
+                )
             with pytest.raises(Conflict, match="delete"):
-                await admin.delete_user(session, audit=AUDIT, **common)
+                await admin.delete_user(
+                    session, actor=me, user_id=me.id, revoked=runtime.revoked, now=now, audit=AUDIT
+                )
 
     services.run(work)
 

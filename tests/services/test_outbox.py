@@ -111,7 +111,8 @@ def test_outcomes_wipe_the_body_and_a_stale_claim_changes_nothing(
         await _enqueue(runtime, "failed@example.com", now + timedelta(seconds=1))
         async with transaction(runtime) as session:
             sent = await outbox.claim_next(session, now=now, lease=LEASE)
-            assert sent is not None and sent.id == sent_id
+            assert sent is not None
+            assert sent.id == sent_id
             await outbox.mark_sent(session, mail_id=sent.id, now=now)
         later = now + timedelta(seconds=1)
         async with transaction(runtime) as session:

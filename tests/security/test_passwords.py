@@ -3,6 +3,7 @@
 import asyncio
 
 import pytest
+from pwdlib.hashers.argon2 import Argon2Hasher
 
 from app.security.passwords import (
     PASSWORD_MAX_LENGTH,
@@ -187,10 +188,36 @@ def test_a_hash_with_other_parameters_is_upgraded_on_verification(
     assert new_hash.startswith("$argon2id$v=19$m=1024,t=1,p=1$")
 
 
-def test_an_unknown_account_still_costs_one_verification(hasher: PasswordHasher) -> None:
-    before = hasher.verifications
-    assert asyncio.run(hasher.verify("any password", None)) == (False, None)
-    assert hasher.verifications == before + 1
+@pytest.fixture
+def argon2_verifications(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every argon2 verification actually computed (the real one, counted on its way)."""
+    computed: list[str] = []
+    real_verify = Argon2Hasher.verify
+
+    def counting_verify(self: Argon2Hasher, password: str | bytes, hash: str | bytes) -> bool:
+        computed.append(str(hash))
+        return real_verify(self, password, hash)
+
+    monkeypatch.setattr(Argon2Hasher, "verify", counting_verify)
+    return computed
+
+
+def test_an_unknown_account_still_costs_one_verification(
+    hasher: PasswordHasher, argon2_verifications: list[str]
+) -> None:
+    async def scenario() -> tuple[tuple[bool, str | None], tuple[bool, str | None]]:
+        stored = await hasher.hash("the account's real passphrase")
+        known = await hasher.verify("a wrong passphrase guessed", stored)
+        known_cost = len(argon2_verifications)
+        unknown = await hasher.verify("a wrong passphrase guessed", None)
+        assert len(argon2_verifications) - known_cost == known_cost
+        return known, unknown
+
+    known, unknown = asyncio.run(scenario())
+    assert known == unknown == (False, None)
+    # One argon2 computation each, the unknown account's against a real argon2id hash.
+    assert len(argon2_verifications) == 2
+    assert argon2_verifications[1].startswith("$argon2id$v=19$m=1024,t=1,p=1$")
 
 
 def test_a_full_argon2_queue_refuses_at_once_and_frees_its_places() -> None:

@@ -1,19 +1,27 @@
 """Ending a session while a rotation of it is in flight: the child must end with its family.
 
-Deterministic: the rotation holds its transaction open (its child inserted, not committed)
-while the revocation starts, so the revocation has to wait for it. On PostgreSQL (READ
-COMMITTED) the waiting UPDATE then sees the spent parent but not the child; on SQLite the
-revocation's BEGIN IMMEDIATE waits for the whole rotation.
+Deterministic, synchronised by the database's own locks, never by a sleep: the rotation
+holds its transaction open (its parent spent, its child inserted, nothing committed) and
+the revocation starts on a connection of its own.
+
+- PostgreSQL (READ COMMITTED): the test waits until the server reports the revocation
+  blocked by the rotation's backend (pg_blocking_pids), then commits the rotation. The
+  waiting UPDATE sees the spent parent but not the child, which `_revoke` must still find.
+- SQLite: one writer at a time. The test shows the rotation holding the write lock (a
+  probe's BEGIN IMMEDIATE is refused at once), so the revocation, whose every transaction
+  is BEGIN IMMEDIATE, cannot interleave: it runs whole after the rotation commits.
 """
 
 import asyncio
+import sqlite3
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from app.config import Settings
@@ -25,8 +33,8 @@ from app.services import sessions
 from app.stores.revocations import MemoryRevokedSessions
 from tests.factories import login, make_user
 
-# Long enough for the revocation to reach its lock wait before the rotation commits.
-HOLD_SECONDS = 0.3
+# Generous: the machine may be loaded. Only a broken lock makes a test wait this long.
+LOCK_WAIT_DEADLINE_SECONDS = 30
 AUDIT = Audit(request_id=None, ip=None, user_agent=None)
 
 Revoker = Callable[[AsyncSession, str, int, MemoryRevokedSessions], Awaitable[None]]
@@ -79,34 +87,45 @@ def test_a_session_ended_during_a_rotation_also_ends_the_rotated_child(
     revoked = MemoryRevokedSessions(settings.TOKEN_ACCESS_TTL_SECONDS)
 
     async def race() -> None:
-        engine = create_engine_for(settings)
-        sessionmaker = create_sessionmaker(engine)
-        rotation_spent = asyncio.Event()
+        # Two engines: with SQLite's one-connection pool two sessions of one engine would
+        # queue on the pool, and the revocation would never reach the database's lock.
+        rotating_engine = create_engine_for(settings)
+        revoking_engine = create_engine_for(settings)
         try:
-            async with sessionmaker() as rotating, sessionmaker() as revoking:
-
-                async def rotate() -> None:
-                    await sessions.rotate(
-                        rotating,
-                        issuer=runtime.issuer,
-                        refresh_token=pair["refresh_token"],
-                        client=sessions.Client.of("127.0.0.1", "racer"),
-                        revoked=revoked,
-                        now=_now(),
-                        audit=AUDIT,
-                    )
-                    rotation_spent.set()
-                    await asyncio.sleep(HOLD_SECONDS)
-                    await rotating.commit()
+            async with (
+                create_sessionmaker(rotating_engine)() as rotating,
+                create_sessionmaker(revoking_engine)() as revoking,
+            ):
+                await sessions.rotate(
+                    rotating,
+                    issuer=runtime.issuer,
+                    refresh_token=pair["refresh_token"],
+                    client=sessions.Client.of("127.0.0.1", "racer"),
+                    revoked=revoked,
+                    now=_now(),
+                    audit=AUDIT,
+                )
+                postgres = rotating_engine.dialect.name == "postgresql"
+                if postgres:
+                    rotator_pid = await rotating.scalar(text("SELECT pg_backend_pid()"))
+                    revoker_pid = await revoking.scalar(text("SELECT pg_backend_pid()"))
+                else:
+                    _assert_the_write_lock_is_held(settings.DATABASE_URL)
 
                 async def end() -> None:
-                    await rotation_spent.wait()
                     await revoke(revoking, pair["refresh_token"], user.id, revoked)
                     await revoking.commit()
 
-                await asyncio.gather(rotate(), end())
+                ending = asyncio.create_task(end())
+                if postgres:
+                    await _blocked_by(
+                        create_sessionmaker(revoking_engine), revoker_pid, rotator_pid, ending
+                    )
+                await rotating.commit()
+                await ending
         finally:
-            await engine.dispose()
+            await rotating_engine.dispose()
+            await revoking_engine.dispose()
             await runtime.close()
 
     asyncio.run(race())
@@ -117,3 +136,36 @@ def test_a_session_ended_during_a_rotation_also_ends_the_rotated_child(
         (row.id, row.spent_at, row.revoked_at) for row in rows
     ]
     assert len({row.session_id for row in rows}) == 1
+
+
+def _assert_the_write_lock_is_held(database_url: str) -> None:
+    """SQLite: another writer is refused while the rotation is open, so none interleaves."""
+    probe = sqlite3.connect(make_url(database_url).database or "", timeout=0, isolation_level=None)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            probe.execute("BEGIN IMMEDIATE")
+    finally:
+        probe.close()
+
+
+async def _blocked_by(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    waiter_pid: int,
+    holder_pid: int,
+    waiter: asyncio.Task[None],
+) -> None:
+    """PostgreSQL: return once the server reports `waiter_pid` waiting for a lock of
+    `holder_pid`; fail if the waiter finished without waiting."""
+    deadline = asyncio.get_running_loop().time() + LOCK_WAIT_DEADLINE_SECONDS
+    async with sessionmaker() as observer:
+        while True:
+            blockers = await observer.scalar(
+                text("SELECT pg_blocking_pids(:pid)"), {"pid": waiter_pid}
+            )
+            await observer.rollback()
+            if holder_pid in (blockers or []):
+                return
+            assert not waiter.done(), "the revocation did not wait for the rotation's locks"
+            assert asyncio.get_running_loop().time() < deadline, "the revocation never blocked"
+            # Polls the lock table; the order of events is the database's, not this interval's.
+            await asyncio.sleep(0.01)

@@ -63,16 +63,15 @@ def test_a_refused_token_is_not_cached_and_is_checked_again_each_time(
     assert decoder.decoded == [tampered, tampered]
 
 
-def test_a_cached_token_that_expired_is_refused_and_forgotten(
-    decoder: CountingDecoder, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    cache = VerifiedTokens(decoder, leeway_seconds=10)
+def test_a_cached_token_that_expired_is_refused_and_forgotten(decoder: CountingDecoder) -> None:
+    now = [time.time()]
+    cache = VerifiedTokens(decoder, leeway_seconds=10, clock=lambda: now[0])
     token = _mint(decoder.codec, timedelta(minutes=1))
     claims = cache.decode(token)
     # Within the leeway after exp: still accepted from the cache.
-    monkeypatch.setattr(time, "time", lambda: claims.expires_at + 9.5)
+    now[0] = claims.expires_at + 9.5
     assert cache.decode(token) == claims
-    monkeypatch.setattr(time, "time", lambda: claims.expires_at + 10)
+    now[0] = claims.expires_at + 10
     with pytest.raises(TokenRejected, match="expired"):
         cache.decode(token)
     assert len(decoder.decoded) == 1

@@ -139,6 +139,8 @@ def database_url(migrated_database_url: str, sync_engine: Engine) -> Iterator[st
     yield migrated_database_url
     with sync_engine.begin() as connection:
         connection.execute(text("DELETE FROM mail_outbox"))
+        connection.execute(text("DELETE FROM mail_requests"))
+        connection.execute(text("DELETE FROM account_links"))
         connection.execute(text("DELETE FROM ended_sessions"))
         connection.execute(text("DELETE FROM refresh_tokens"))
         connection.execute(text("DELETE FROM user_roles"))

@@ -30,6 +30,7 @@ from alembic import command
 from app.config import Settings
 from app.db import sync_url
 from app.main import create_app
+from tests.mail.relay import Relay
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES = (
@@ -299,3 +300,12 @@ def live_server(settings_env: dict[str, str]) -> Iterator[Callable[..., LiveServ
     yield start
     for server in started:
         server.close()
+
+
+@pytest.fixture
+def relay() -> Iterator[Relay]:
+    """aiosmtpd on a free port of 127.0.0.1, plain SMTP (SMTP_SECURITY=none); shared by the
+    mail tests and the account-lifecycle tests."""
+    server = Relay(free_port()).start()
+    yield server
+    server.stop()

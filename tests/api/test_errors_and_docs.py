@@ -284,7 +284,7 @@ def test_every_protected_operation_documents_its_401_and_the_www_authenticate_he
             assert response is not None, f"{method.upper()} {path}"
             assert "WWW-Authenticate" in response["headers"], f"{method.upper()} {path}"
 
-    assert protected == 10
+    assert protected == 12
 
 
 @pytest.mark.parametrize("path", ["/account/refresh", "/account/logout"])

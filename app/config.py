@@ -133,6 +133,15 @@ class Settings(BaseSettings):
     SMTP_SECURITY: SmtpSecurity = "starttls"
     SMTP_TIMEOUT_SECONDS: float = Field(default=10, gt=0)
 
+    # Account lifecycle: where mailed links point (TOKEN_ISSUER when unset), how long they
+    # last, how many mails of one kind one address gets, and whether login needs a verified
+    # address.
+    ACCOUNT_LINK_BASE_URL: str | None = None
+    EMAIL_VERIFY_TTL_SECONDS: int = Field(default=86400, ge=1, le=MAX_TTL_SECONDS)
+    PASSWORD_RESET_TTL_SECONDS: int = Field(default=3600, ge=1, le=MAX_TTL_SECONDS)
+    MAIL_PER_ADDRESS_LIMIT: str = "3/hour"
+    REQUIRE_VERIFIED_EMAIL: bool = False
+
     METRICS_ENABLED: bool = True
     # The client address the app sees: after TRUSTED_PROXIES' X-Forwarded-For.
     METRICS_ALLOWED_CLIENTS: Annotated[list[str], NoDecode] = ["127.0.0.1", "::1"]
@@ -153,6 +162,7 @@ class Settings(BaseSettings):
         "SMTP_HOST",
         "SMTP_USERNAME",
         "SMTP_PASSWORD",
+        "ACCOUNT_LINK_BASE_URL",
         mode="before",
     )(_empty_is_none)
 
@@ -221,6 +231,28 @@ class Settings(BaseSettings):
             raise ValueError("must be memory:// or a redis:// or rediss:// URL")
         return value
 
+    @field_validator("MAIL_PER_ADDRESS_LIMIT")
+    @classmethod
+    def _mail_limit_parses(cls, value: str) -> str:
+        value = value.strip()
+        try:
+            limits.parse_many(value)
+        except ValueError:
+            raise ValueError("must read like 3/hour (the limits notation)") from None
+        return value
+
+    @field_validator("ACCOUNT_LINK_BASE_URL")
+    @classmethod
+    def _link_base_is_a_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL such as https://app.example.com")
+        if parts.query or parts.fragment:
+            raise ValueError("must have no query and no fragment")
+        return value.rstrip("/")
+
     @field_validator("IP_RATE_LIMIT")
     @classmethod
     def _ip_limit_parses(cls, value: str) -> str:
@@ -275,6 +307,11 @@ class Settings(BaseSettings):
     def _mail_is_complete(self) -> "Settings":
         if self.MAIL_BACKEND == "smtp" and self.SMTP_HOST is None:
             raise ValueError("SMTP_HOST is required when MAIL_BACKEND=smtp")
+        if self.REQUIRE_VERIFIED_EMAIL and self.MAIL_BACKEND == "disabled":
+            raise ValueError(
+                "REQUIRE_VERIFIED_EMAIL=true needs mail: with MAIL_BACKEND=disabled no address "
+                "could ever be verified"
+            )
         return self
 
     def refusal(self) -> str | None:
@@ -298,6 +335,11 @@ class Settings(BaseSettings):
                 "SMTP_SECURITY=none sends mail in clear text; it is for a relay on localhost only"
             )
         return None
+
+    @property
+    def account_link_base_url(self) -> str:
+        """Where mailed links point: ACCOUNT_LINK_BASE_URL, else TOKEN_ISSUER."""
+        return self.ACCOUNT_LINK_BASE_URL or self.TOKEN_ISSUER.rstrip("/")
 
     @property
     def uses_hmac(self) -> bool:

@@ -113,6 +113,16 @@ class WrongPassword(AppError):
     default_detail = "the current password is wrong"
 
 
+class InvalidLink(AppError):
+    """A mailed link's token that is unknown, used, expired or superseded: one answer for
+    all, so the body says nothing about which."""
+
+    status = 400
+    slug = "invalid-link"
+    title = "Invalid link"
+    default_detail = "this link is invalid or has expired; ask for a new one"
+
+
 class CsrfFailed(AppError):
     """Cookie mode: a refresh token taken from the cookie needs the double-submit CSRF header."""
 
@@ -129,6 +139,17 @@ class AccountDisabled(AppError):
     slug = "account-disabled"
     title = "Account disabled"
     default_detail = "this account is disabled"
+    oauth_error = "invalid_grant"
+
+
+class EmailNotVerified(AppError):
+    """REQUIRE_VERIFIED_EMAIL: the right password of an account whose address is unverified
+    (said only after the password was checked)."""
+
+    status = 403
+    slug = "email-not-verified"
+    title = "Email not verified"
+    default_detail = "verify the email address first: use the link mailed to it"
     oauth_error = "invalid_grant"
 
 

@@ -27,7 +27,16 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from app.api import account, admin, demo, health, protected, token
+from app.api import (
+    account,
+    account_lifecycle,
+    account_pages,
+    admin,
+    demo,
+    health,
+    protected,
+    token,
+)
 from app.api import metrics as metrics_route
 from app.api.deps import require_json_body
 from app.api.middleware import BodyLimit, SecurityHeaders, page_policy
@@ -284,7 +293,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     # The protected route first: routes are matched in order, and it is the hot one.
-    for module in (protected, account, token, admin, health, demo):
+    for module in (
+        protected,
+        account,
+        account_lifecycle,
+        token,
+        admin,
+        health,
+        demo,
+        account_pages,
+    ):
         app.include_router(module.router)
     if settings.METRICS_ENABLED:
         app.include_router(metrics_route.router)

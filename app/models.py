@@ -1,10 +1,21 @@
 """Tables: the article's User and its roles, one row per refresh token issued, one per ended
-session, and the mail outbox."""
+session, the mail outbox, mailed account links and recorded mail requests."""
 
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Uuid, text, true
+from sqlalchemy import (
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Uuid,
+    false,
+    text,
+    true,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime
@@ -42,6 +53,8 @@ class User(Base):
     # app.services.accounts.invalidate_credentials.
     credentials_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     is_active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # True once a verification or reset link was used (the mailbox is the user's).
+    email_verified: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
@@ -118,3 +131,36 @@ class EndedSession(Base):
 
     session_id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True)
     ended_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class AccountLink(Base):
+    """A mailed link's token (verify_email or reset_password): only its SHA-256 digest,
+    single use, void once expired, used, or superseded by a newer link of its kind."""
+
+    __tablename__ = "account_links"
+    # "A newer link voids older ones" looks up the user's links of one kind.
+    __table_args__ = (Index("ix_account_links_user_id_kind", "user_id", "kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(MAIL_KIND_MAX_LENGTH))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Set when used or voided: either way the link is spent.
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class MailRequest(Base):
+    """A forgot-password or resend request, recorded as it came: the same row whether or
+    not the address has an account. The outbox sender later turns it into a link and a
+    mail, or into nothing, and deletes it."""
+
+    __tablename__ = "mail_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # verify_email or reset_password
+    kind: Mapped[str] = mapped_column(String(MAIL_KIND_MAX_LENGTH))
+    # Canonical form, as submitted; no foreign key: most may name nobody.
+    email: Mapped[str] = mapped_column(String(EMAIL_MAX_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

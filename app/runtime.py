@@ -15,12 +15,14 @@ from app.db import create_engine_for, create_sessionmaker, database_work
 from app.mail.backends import backend_for
 from app.mail.sender import MailSender
 from app.observability import metrics
+from app.observability.audit import Audit
 from app.security.access_tokens import AccessTokenCodec
 from app.security.keys import KeySet
 from app.security.passwords import PasswordHasher
 from app.security.sealing import Sealer
 from app.security.token_cache import VerifiedTokens
-from app.services import outbox, sessions
+from app.services import links, outbox, sessions
+from app.services.links import LinkPolicy
 from app.services.sessions import TokenIssuer
 from app.stores.revocations import POLL_SECONDS, RevokedSessions, revoked_sessions
 from app.stores.throttle import Throttle
@@ -45,6 +47,7 @@ class Runtime:
     access_tokens: VerifiedTokens
     keys: KeySet
     sealer: Sealer
+    link_policy: LinkPolicy
     # None under MAIL_BACKEND=disabled: queued mail then waits in the outbox.
     mail: MailSender | None = None
     clock: Callable[[], datetime] = field(default=utc_now)
@@ -102,9 +105,15 @@ class Runtime:
                 window_seconds=settings.LOGIN_WINDOW_SECONDS,
                 ip_limit=settings.IP_RATE_LIMIT,
                 clock=wall,
+                mail_limit=settings.MAIL_PER_ADDRESS_LIMIT,
             ),
             keys=keys,
             sealer=sealer,
+            link_policy=LinkPolicy(
+                base_url=settings.account_link_base_url,
+                verify_ttl_seconds=settings.EMAIL_VERIFY_TTL_SECONDS,
+                reset_ttl_seconds=settings.PASSWORD_RESET_TTL_SECONDS,
+            ),
         )
         runtime.hasher.on_depth = metrics.password_hash_queue_depth
         if settings.MAIL_BACKEND != "disabled":
@@ -117,6 +126,7 @@ class Runtime:
                 clock=lambda: runtime.clock(),
             )
             runtime.mail.on_outcome = metrics.mail
+            runtime.mail.before_drain = runtime.answer_mail_requests
             # A transaction that queues mail wakes this process's sender when it commits.
             sessionmaker.configure(info={outbox.WAKE_SENDER: runtime.mail.wake})
         return runtime
@@ -125,6 +135,27 @@ class Runtime:
         """The one clock (whole seconds, UTC): services, stores, the token cache and the
         mail sender all read it, so a test that replaces `clock` freezes every one."""
         return self.clock()
+
+    async def answer_mail_requests(self) -> None:
+        """Turn every recorded forgot-password and resend request into a link and a mail,
+        or into nothing (the sender calls it before looking at the outbox)."""
+        # No request, client or path: this runs after the response, in the sender's task.
+        audit = Audit(request_id=None, ip=None, user_agent=None)
+        while True:
+            async with database_work(
+                self.sessionmaker, self.settings.DATABASE_TIMEOUT_SECONDS
+            ) as db:
+                handled = await links.handle_next_request(
+                    db,
+                    policy=self.link_policy,
+                    sealer=self.sealer,
+                    throttle=self.throttle,
+                    now=self.clock(),
+                    audit=audit,
+                )
+                await db.commit()
+            if not handled:
+                return
 
     async def load_revoked_sessions(self) -> None:
         """Make sure the revoked-session set is whole, rebuilding it from the database if not;

@@ -157,6 +157,67 @@ class PasswordChangeRequest(BaseModel):
     )
 
 
+class ProfileUpdate(BaseModel):
+    """Any of the profile fields, validated as at registration; null clears one, an absent
+    one is left as it is. The email cannot change here."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"first_name": "Ada", "phone_number": None}]},
+    )
+
+    first_name: Name | None = None
+    last_name: Name | None = None
+    phone_number: PhoneNumber | None = None
+
+
+class AccountDeletion(BaseModel):
+    password: Text
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"password": "the password"}]})
+
+
+# A link token is 43 base64url characters; anything else, of any length within the body
+# limit, is an invalid link (400), not a malformed body.
+LinkToken = Annotated[Text, Field(description="the token from the link's #token= fragment")]
+
+
+class EmailVerification(BaseModel):
+    token: LinkToken
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"token": "raO8mzPm2Dpnua5n2H3fOUJe3cIqg0NpJLk-sydifTE"}]}
+    )
+
+
+class PasswordReset(BaseModel):
+    token: LinkToken
+    new_password: Text
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "token": "raO8mzPm2Dpnua5n2H3fOUJe3cIqg0NpJLk-sydifTE",
+                    "new_password": "a new and much longer passphrase",
+                }
+            ]
+        }
+    )
+
+
+class MailRequestBody(BaseModel):
+    email: Email
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"email": "ada@example.com"}]})
+
+
+class MailRequestAccepted(BaseModel):
+    """The one answer of forgot-password and resend, whatever the address."""
+
+    detail: str
+
+
 class TokenPair(BaseModel):
     access_token: str
     token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 - RFC 6750 token type
@@ -172,6 +233,7 @@ class UserProfile(BaseModel):
 
     id: int
     email: str
+    email_verified: bool
     first_name: str | None
     last_name: str | None
     phone_number: str | None

@@ -30,6 +30,7 @@ from alembic import command
 from app.config import Settings
 from app.db import sync_url
 from app.main import create_app
+from tests.mail.relay import Relay
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES = (
@@ -139,6 +140,8 @@ def database_url(migrated_database_url: str, sync_engine: Engine) -> Iterator[st
     yield migrated_database_url
     with sync_engine.begin() as connection:
         connection.execute(text("DELETE FROM mail_outbox"))
+        connection.execute(text("DELETE FROM mail_requests"))
+        connection.execute(text("DELETE FROM account_links"))
         connection.execute(text("DELETE FROM ended_sessions"))
         connection.execute(text("DELETE FROM refresh_tokens"))
         connection.execute(text("DELETE FROM user_roles"))
@@ -297,3 +300,12 @@ def live_server(settings_env: dict[str, str]) -> Iterator[Callable[..., LiveServ
     yield start
     for server in started:
         server.close()
+
+
+@pytest.fixture
+def relay() -> Iterator[Relay]:
+    """aiosmtpd on a free port of 127.0.0.1, plain SMTP (SMTP_SECURITY=none); shared by the
+    mail tests and the account-lifecycle tests."""
+    server = Relay(free_port()).start()
+    yield server
+    server.stop()

@@ -156,6 +156,16 @@ def test_create_user_reads_the_password_from_stdin(settings_env: dict[str, str])
     assert password not in result.stdout + result.stderr
 
 
+def test_a_user_made_by_create_user_is_verified(settings_env: dict[str, str], db: Session) -> None:
+    result = run(
+        ["create-user", "--email", "op@example.com"],
+        settings_env,
+        stdin="a brand new operator passphrase\n",
+    )
+    assert result.returncode == 0, result.stderr
+    assert db.scalar(select(User.email_verified).where(User.email == "op@example.com")) is True
+
+
 @pytest.mark.parametrize(
     ("args", "password", "message"),
     [

@@ -30,7 +30,7 @@ from app.schemas import (
     TokenPair,
     UserProfile,
 )
-from app.services import accounts, sessions
+from app.services import accounts, links, sessions
 
 router = APIRouter(prefix="/account", tags=["account"])
 
@@ -79,6 +79,7 @@ async def login(
         email=body.email,
         password=body.password,
         audit=audit,
+        require_verified=runtime.settings.REQUIRE_VERIFIED_EMAIL,
     )
     grant = await sessions.start(
         db, issuer=runtime.issuer, user=user, client=client, now=runtime.now(), audit=audit
@@ -183,9 +184,11 @@ async def register(
     db: DbSession,
     runtime: RuntimeDep,
     client: ThrottledClient,
+    audit: AuditDep,
     response: Response,
 ) -> UserProfile:
-    """Create an account; 404 when registration is disabled."""
+    """Create an account; 404 when registration is disabled. With mail enabled, a
+    verification link is mailed to the address."""
     if not runtime.settings.REGISTRATION_ENABLED:
         raise NotFound()
     user = await accounts.register(
@@ -199,6 +202,18 @@ async def register(
         last_name=body.last_name,
         phone_number=body.phone_number,
     )
+    if runtime.mail is not None and await runtime.throttle.mail_allowed(
+        links.VERIFY_EMAIL, user.email
+    ):
+        await links.issue(
+            db,
+            kind=links.VERIFY_EMAIL,
+            user=user,
+            policy=runtime.link_policy,
+            sealer=runtime.sealer,
+            now=runtime.now(),
+            audit=audit,
+        )
     response.headers["Location"] = "/account/me"
     return UserProfile.model_validate(user)
 
@@ -237,6 +252,8 @@ async def change_password(
         min_length=runtime.settings.PASSWORD_MIN_LENGTH,
         audit=audit,
     )
+    # Any password change voids the reset links still outstanding.
+    await accounts.void_links(db, user_id=user.id, now=runtime.now(), kind=links.RESET_PASSWORD)
     ended = await sessions.end_all(db, user_id=user.id, revoked=runtime.revoked, now=runtime.now())
     metrics.sessions_ended("password_change", len(ended))
 

@@ -21,12 +21,12 @@ def _view(managed: admin.ManagedUser) -> AdminUserView:
     return AdminUserView(
         id=user.id,
         email=user.email,
-        # Neither email verification nor two-factor exists yet: both read false.
-        email_verified=False,
+        email_verified=user.email_verified,
         first_name=user.first_name,
         last_name=user.last_name,
         phone_number=user.phone_number,
         created_at=user.created_at,
+        # Two-factor does not exist yet: it reads false.
         two_factor_enabled=False,
         is_active=user.is_active,
         roles=managed.roles,

@@ -93,6 +93,7 @@ async def token(
             email=_as_email(username, audit),
             password=password,
             audit=audit,
+            require_verified=runtime.settings.REQUIRE_VERIFIED_EMAIL,
         )
         grant = await sessions.start(
             db, issuer=runtime.issuer, user=user, client=client, now=now, audit=audit

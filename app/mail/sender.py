@@ -19,7 +19,7 @@ import logging
 import math
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -71,6 +71,8 @@ class MailSender:
         # (kind, result) -> count; `on_outcome` is called with the same pair, for metrics.
         self.outcomes: Counter[tuple[str, str]] = Counter()
         self.on_outcome: Callable[[str, str], None] | None = None
+        # Work that may queue mail, done first at each wake-up (forgot/resend requests).
+        self.before_drain: Callable[[], Awaitable[None]] | None = None
         self._wake_event: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
@@ -106,6 +108,8 @@ class MailSender:
         while not self._stopping:
             wake_event.clear()
             try:
+                if self.before_drain is not None:
+                    await self.before_drain()
                 await self._drain()
                 delay = await self._idle_seconds()
             except Exception as exc:

@@ -45,6 +45,12 @@ class Event(StrEnum):
     USER_ENABLED = "user_enabled"
     ROLES_CHANGED = "roles_changed"
     USER_DELETED = "user_deleted"
+    EMAIL_VERIFICATION_SENT = "email_verification_sent"
+    EMAIL_VERIFIED = "email_verified"
+    PASSWORD_RESET_REQUESTED = "password_reset_requested"  # noqa: S105 - an event name
+    PASSWORD_RESET = "password_reset"  # noqa: S105 - an event name
+    ACCOUNT_UPDATED = "account_updated"
+    ACCOUNT_DELETED = "account_deleted"
 
 
 # Events that may be an attack in progress (OWASP Logging Vocabulary: authn_*_fail,

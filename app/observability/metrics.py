@@ -222,9 +222,13 @@ def _logout_all(path: str | None, details: Mapping[str, object]) -> None:
 
 def _login_failed(path: str | None, details: Mapping[str, object]) -> None:
     # The right password of a disabled account is logged as a failed login with its reason.
-    _logins[
-        "account_disabled" if details.get("reason") == "account disabled" else "invalid_credentials"
-    ].inc()
+    reason = details.get("reason")
+    if reason == "account disabled":
+        _logins["account_disabled"].inc()
+    elif reason == "email not verified":
+        _logins["email_not_verified"].inc()
+    else:
+        _logins["invalid_credentials"].inc()
 
 
 def _ended_by(reason: str) -> Callable[[str | None, Mapping[str, object]], None]:
@@ -257,6 +261,7 @@ EVENT_COUNTS: Final[dict[str, Callable[[str | None, Mapping[str, object]], None]
     "refresh_retried": _counter(_refreshes["retried"]),
     "user_disabled": _ended_by("user_disabled"),
     "user_deleted": _ended_by("user_deleted"),
+    "password_reset": _ended_by("password_reset"),
 }
 
 

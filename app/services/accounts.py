@@ -12,13 +12,14 @@ from sqlalchemy.orm.attributes import set_committed_value
 from app.db import release_before_slow_work
 from app.errors import (
     AccountDisabled,
+    EmailNotVerified,
     EmailTaken,
     InvalidCredentials,
     Throttled,
     WeakPassword,
     WrongPassword,
 )
-from app.models import User, UserRole
+from app.models import AccountLink, MailRequest, User, UserRole
 from app.observability.audit import Audit, Event
 from app.security.passwords import PasswordHasher, password_problem
 from app.services import sessions
@@ -109,6 +110,7 @@ async def authenticate(
     email: str,
     password: str,
     audit: Audit,
+    require_verified: bool = False,
 ) -> User:
     """The user these credentials belong to, or InvalidCredentials (unknown emails alike).
 
@@ -132,6 +134,10 @@ async def authenticate(
                 # 403 is no verdict on the password: it neither counts nor clears the count.
                 audit.record(Event.LOGIN_FAILED, user_id=user.id, reason="account disabled")
                 raise AccountDisabled()
+            if require_verified and not user.email_verified:
+                # REQUIRE_VERIFIED_EMAIL: likewise said only after the right password.
+                audit.record(Event.LOGIN_FAILED, user_id=user.id, reason="email not verified")
+                raise EmailNotVerified()
             await attempt.succeeded()
     except Throttled:
         throttled = await _by_email(db, email)
@@ -204,7 +210,10 @@ async def set_user(
     else:
         # A password reset: a login racing it must not yield a session.
         await invalidate_credentials(db, user)
+        await void_links(db, user_id=user.id, now=now, kind="reset_password")
     user.password_hash = password_hash
+    # An operator vouches for the address of the users it makes.
+    user.email_verified = True
     user.first_name = first_name if first_name is not None else user.first_name
     user.last_name = last_name if last_name is not None else user.last_name
     user.phone_number = phone_number if phone_number is not None else user.phone_number
@@ -257,6 +266,8 @@ async def delete_user(
     """Delete the user: its sessions end first (their records outlive it), then its row
     goes, and the foreign keys' cascades take its tokens and roles with it."""
     ended = await end_every_session(db, user=user, revoked=revoked, now=now)
+    # Pending forgot/resend requests name the address, not the user: they go too.
+    await db.execute(delete(MailRequest).where(MailRequest.email == user.email))
     await db.execute(
         delete(User).where(User.id == user.id).execution_options(synchronize_session=False)
     )
@@ -268,3 +279,65 @@ async def delete_user(
         target_user_id=user.id,
         sessions_ended=len(ended),
     )
+
+
+async def void_links(
+    db: AsyncSession, *, user_id: int, now: datetime, kind: str | None = None
+) -> None:
+    """Spend the user's outstanding links (of one kind, or all): a password change voids
+    reset links, a reset every other link."""
+    which = [AccountLink.user_id == user_id, AccountLink.used_at.is_(None)]
+    if kind is not None:
+        which.append(AccountLink.kind == kind)
+    await db.execute(
+        update(AccountLink)
+        .where(*which)
+        .values(used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+PROFILE_FIELDS = ("first_name", "last_name", "phone_number")
+
+
+async def update_profile(
+    db: AsyncSession, *, user: User, changes: dict[str, str | None], audit: Audit
+) -> User:
+    """Set the given profile fields (None clears one); the email is not among them."""
+    for name, value in changes.items():
+        if name not in PROFILE_FIELDS:
+            raise ValueError(f"{name} is not a profile field")
+        setattr(user, name, value)
+    await db.flush()
+    audit.record(Event.ACCOUNT_UPDATED, user_id=user.id, fields=",".join(sorted(changes)))
+    return user
+
+
+async def delete_own_account(
+    db: AsyncSession,
+    *,
+    hasher: PasswordHasher,
+    throttle: Throttle,
+    user: User,
+    password: str,
+    revoked: RevokedSessions,
+    now: datetime,
+    audit: Audit,
+) -> None:
+    """Delete the caller's account once its password is confirmed; a wrong password is a
+    failed attempt of the account, counted with the logins."""
+    await release_before_slow_work(db)
+    try:
+        async with throttle.attempt(user.email) as attempt:
+            valid, _ = await hasher.verify(password, user.password_hash)
+            if not valid:
+                audit.record(Event.LOGIN_FAILED, user_id=user.id, reason="wrong password")
+                await attempt.failed()
+                raise WrongPassword("the password is wrong")
+            await attempt.succeeded()
+    except Throttled:
+        audit.record(Event.LOGIN_THROTTLED, user_id=user.id)
+        raise
+    user_id = user.id
+    await delete_user(db, user=user, revoked=revoked, now=now, audit=audit, actor_id=user_id)
+    audit.record(Event.ACCOUNT_DELETED, user_id=user_id)

@@ -64,11 +64,16 @@ async def enqueue(
         created_at=now,
     )
     db.add(mail)
+    wake_sender_after_commit(db)
+    return mail
+
+
+def wake_sender_after_commit(db: AsyncSession) -> None:
+    """Have this process's sender look at the outbox once the caller's transaction commits
+    (other processes find the work when they poll)."""
     wake: Callable[[], None] | None = db.info.get(WAKE_SENDER)
     if wake is not None:
-        # The sender of this process starts at once after the commit; others poll.
         event.listen(db.sync_session, "after_commit", _call_once(wake), once=True)
-    return mail
 
 
 def _call_once(wake: Callable[[], None]) -> Callable[[Session], None]:

@@ -197,6 +197,7 @@ class Throttle:
         window_seconds: int,
         ip_limit: str,
         clock: Clock = system_clock,
+        mail_limit: str = "",
     ) -> None:
         self._clock = clock
         self._storage, self._pool = limits_storage(storage_url)
@@ -209,6 +210,7 @@ class Throttle:
             )
         )
         self._per_ip = limits.parse_many(ip_limit) if ip_limit else []
+        self._per_address = limits.parse_many(mail_limit) if mail_limit else []
 
     async def _hit(self, item: limits.RateLimitItem, identifier: str) -> None:
         try:
@@ -226,6 +228,20 @@ class Throttle:
         if ip is not None:
             for item in self._per_ip:
                 await self._hit(item, ip)
+
+    async def mail_allowed(self, kind: str, email: str) -> bool:
+        """Count one mail of `kind` to `email` (MAIL_PER_ADDRESS_LIMIT); False past the limit,
+        and then nothing is counted. Fails closed (ServiceUnavailable) without storage."""
+        identifier = f"mail:{kind}:{email}"
+        try:
+            for item in self._per_address:
+                if not await self._limiter.test(item, identifier):
+                    return False
+            for item in self._per_address:
+                await self._limiter.hit(item, identifier)
+        except StorageError:
+            raise ServiceUnavailable() from None
+        return True
 
     @asynccontextmanager
     async def attempt(self, email: str) -> AsyncIterator[Attempt]:

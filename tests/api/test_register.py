@@ -17,7 +17,15 @@ from tests.factories import bearer, login, make_user
 
 PROBLEM_JSON = "application/problem+json"
 PASSWORD = "correct horse battery staple"
-PROFILE_FIELDS = {"id", "email", "first_name", "last_name", "phone_number", "created_at"}
+PROFILE_FIELDS = {
+    "id",
+    "email",
+    "email_verified",
+    "first_name",
+    "last_name",
+    "phone_number",
+    "created_at",
+}
 # RFC 3339 in UTC with whole seconds: 2026-11-28T02:00:00Z.
 RFC3339_UTC_SECONDS = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 # In the shipped list of common passwords, and long enough for the default minimum of 15.

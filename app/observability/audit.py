@@ -45,6 +45,11 @@ class Event(StrEnum):
     USER_ENABLED = "user_enabled"
     ROLES_CHANGED = "roles_changed"
     USER_DELETED = "user_deleted"
+    TWO_FACTOR_ENABLED = "two_factor_enabled"
+    TWO_FACTOR_DISABLED = "two_factor_disabled"
+    RECOVERY_CODES_REGENERATED = "recovery_codes_regenerated"
+    RECOVERY_CODE_USED = "recovery_code_used"
+    TWO_FACTOR_FAILED = "two_factor_failed"
 
 
 # Events that may be an attack in progress (OWASP Logging Vocabulary: authn_*_fail,
@@ -58,6 +63,7 @@ WARNINGS = frozenset(
         Event.PASSWORD_CHANGE_FAILED,
         Event.ACCESS_TOKEN_REJECTED,
         Event.ACCESS_FORBIDDEN,
+        Event.TWO_FACTOR_FAILED,
     }
 )
 

@@ -221,10 +221,21 @@ def _logout_all(path: str | None, details: Mapping[str, object]) -> None:
 
 
 def _login_failed(path: str | None, details: Mapping[str, object]) -> None:
-    # The right password of a disabled account is logged as a failed login with its reason.
-    _logins[
-        "account_disabled" if details.get("reason") == "account disabled" else "invalid_credentials"
-    ].inc()
+    # The right password of a disabled account, or of a two-factor account without a code,
+    # is logged as a failed login with its reason.
+    _logins[LOGIN_FAILURE_RESULTS.get(str(details.get("reason")), "invalid_credentials")].inc()
+
+
+LOGIN_FAILURE_RESULTS: Final = {
+    "account disabled": "account_disabled",
+    "two-factor required": "two_factor_required",
+}
+
+
+def _two_factor_failed(path: str | None, details: Mapping[str, object]) -> None:
+    # A wrong code at login is a failed login; elsewhere (confirm, disable) it is no login.
+    if path in LOGIN_PATHS:
+        _logins["invalid_credentials"].inc()
 
 
 def _ended_by(reason: str) -> Callable[[str | None, Mapping[str, object]], None]:
@@ -257,6 +268,8 @@ EVENT_COUNTS: Final[dict[str, Callable[[str | None, Mapping[str, object]], None]
     "refresh_retried": _counter(_refreshes["retried"]),
     "user_disabled": _ended_by("user_disabled"),
     "user_deleted": _ended_by("user_deleted"),
+    "two_factor_enabled": _ended_by("two_factor_enabled"),
+    "two_factor_failed": _two_factor_failed,
 }
 
 

@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from app.api import account, admin, demo, health, protected, token
+from app.api import account, admin, demo, health, protected, token, two_factor
 from app.api import metrics as metrics_route
 from app.api.deps import require_json_body
 from app.api.middleware import BodyLimit, SecurityHeaders, page_policy
@@ -283,7 +283,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     # The protected route first: routes are matched in order, and it is the hot one.
-    for module in (protected, account, token, admin, health, demo):
+    for module in (protected, account, token, two_factor, admin, health, demo):
         app.include_router(module.router)
     if settings.METRICS_ENABLED:
         app.include_router(metrics_route.router)

@@ -58,9 +58,7 @@ class User(Base):
     is_active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # True once a TOTP factor is confirmed; the login then asks for a second factor.
-    two_factor_enabled: Mapped[bool] = mapped_column(
-        Boolean, default=False, server_default=false()
-    )
+    two_factor_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class UserRole(Base):

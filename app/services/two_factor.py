@@ -73,7 +73,12 @@ async def _accept_totp(
             state,
             or_(TotpFactor.last_step.is_(None), TotpFactor.last_step < step),
         )
-        .values(last_step=step)
+        # Re-sealed under the current key at each use: a key rotation moves the secrets of
+        # active users by itself (docs: README, "Two-factor").
+        .values(
+            last_step=step,
+            secret=sealer.seal(secret.encode(), purpose=_secret_purpose(user_id)),
+        )
         .returning(TotpFactor.user_id)
         .execution_options(synchronize_session=False)
     )

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import httpx2
 import jwt
 import pyotp
 import pytest
@@ -58,11 +59,11 @@ def code(secret: str, clock: Clock) -> str:
     return pyotp.TOTP(secret).at(clock.now)
 
 
-def delete_2fa(client: TestClient, token: str, body: dict[str, Any]) -> httpx.Response:
+def delete_2fa(client: TestClient, token: str, body: dict[str, Any]) -> httpx2.Response:
     return client.request("DELETE", "/account/2fa", json=body, headers=bearer(token))
 
 
-def begin(client: TestClient, token: str) -> httpx.Response:
+def begin(client: TestClient, token: str) -> httpx2.Response:
     return client.post(
         "/account/2fa/totp", json={"password": DEFAULT_PASSWORD}, headers=bearer(token)
     )
@@ -82,7 +83,7 @@ def enable(client: TestClient, clock: Clock) -> tuple[str, list[str], dict[str, 
     return secret, confirmed.json()["recovery_codes"], pair
 
 
-def login_with(client: TestClient, **factor: str) -> httpx.Response:
+def login_with(client: TestClient, **factor: str) -> httpx2.Response:
     return client.post(
         "/account/login", json={"email": EMAIL, "password": DEFAULT_PASSWORD, **factor}
     )

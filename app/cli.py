@@ -1,4 +1,5 @@
-"""The jwt-auth-api command: serve, create-user, delete-user, prune, keys, send-test-mail."""
+"""The jwt-auth-api command: serve, create-user, delete-user, reset-two-factor, prune, keys,
+send-test-mail."""
 
 import argparse
 import asyncio
@@ -401,6 +402,49 @@ def delete_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def reset_two_factor(args: argparse.Namespace) -> int:
+    from app.models import User
+    from app.observability.audit import Audit
+    from app.observability.logging import configure_logging
+    from app.runtime import utc_now
+    from app.schemas import canonical_email
+    from app.services import accounts, two_factor
+    from app.stores.revocations import revoked_sessions
+
+    settings = load_settings()
+    _require_schema(settings)
+    email = canonical_email(args.email)
+    revoked = revoked_sessions(settings.RATE_LIMIT_STORAGE_URL, settings.retention_seconds)
+    configure_logging(settings.LOG_FORMAT)
+    audit = Audit(request_id=None, ip=None, user_agent=None, path="cli:reset-two-factor")
+
+    async def work(db: AsyncSession) -> int | None:
+        from sqlalchemy import select
+
+        user = (
+            await db.scalars(select(User).where(User.email == email).with_for_update())
+        ).one_or_none()
+        if user is None:
+            return None
+        await two_factor.switch_off(db, user=user, audit=audit)
+        # The lost device may hold sessions too: they end with the factor.
+        ended = await accounts.end_every_session(db, user=user, revoked=revoked, now=utc_now())
+        return len(ended)
+
+    async def run() -> int | None:
+        try:
+            return await _with_db(settings, work)
+        finally:
+            await revoked.close()
+
+    ended = asyncio.run(run())
+    if ended is None:
+        print(f"error: no user {email}", file=sys.stderr)
+        return 1
+    print(f"two-factor is off for {email}; {ended} session(s) ended")
+    return 0
+
+
 def _read_password() -> str:
     if not sys.stdin.isatty():
         return sys.stdin.readline().rstrip("\n")
@@ -621,6 +665,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     remove.add_argument("--email", required=True)
     remove.set_defaults(handler=delete_user)
+
+    reset = commands.add_parser(
+        "reset-two-factor",
+        help="switch a user's two-factor off (a lost device), ending its sessions",
+        description="As PATCH /admin/users/{id} with two_factor_enabled false; the user's "
+        "sessions end too, and it logs in with its password alone until it enrols again.",
+    )
+    reset.add_argument("--email", required=True)
+    reset.set_defaults(handler=reset_two_factor)
 
     clean = commands.add_parser(
         "prune",

@@ -116,9 +116,12 @@ class Settings(BaseSettings):
     TRUSTED_PROXIES: Annotated[list[str], NoDecode] = []
     CORS_ORIGINS: Annotated[list[str], NoDecode] = []
 
-    # Encrypts data at rest (queued mail bodies); previous keys still decrypt in a rotation.
+    # Encrypts data at rest (queued mail bodies, TOTP secrets) and keys the recovery-code
+    # digests; previous keys still decrypt (and verify) during a rotation.
     DATA_ENCRYPTION_KEY: SecretStr | None = None
     DATA_PREVIOUS_ENCRYPTION_KEYS: Annotated[list[SecretStr], NoDecode] = []
+    # The issuer label authenticator apps show for the otpauth:// URI.
+    TOTP_ISSUER_NAME: str = Field(default="JWT auth API", min_length=1, max_length=100)
 
     MAIL_BACKEND: MailBackendName = "console"
     MAIL_FROM: str = "JWT auth API <no-reply@localhost>"

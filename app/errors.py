@@ -123,6 +123,29 @@ class InvalidLink(AppError):
     default_detail = "this link is invalid or has expired; ask for a new one"
 
 
+class TwoFactorRequired(AppError):
+    """The right password of an account with two-factor on, without a code: said only after
+    the password was checked, and no failed attempt (the client asks for the code next)."""
+
+    status = 401
+    slug = "two-factor-required"
+    title = "Two-factor authentication required"
+    default_detail = "this account needs a one-time code: send otp or recovery_code"
+    oauth_error = "invalid_grant"
+
+    def headers(self, realm: str) -> dict[str, str]:
+        return {"WWW-Authenticate": _bearer_challenge(realm)}
+
+
+class InvalidCode(AppError):
+    """A wrong, expired or replayed one-time code (counted as a failed attempt)."""
+
+    status = 400
+    slug = "invalid-code"
+    title = "Invalid code"
+    default_detail = "the code is wrong, expired or already used"
+
+
 class CsrfFailed(AppError):
     """Cookie mode: a refresh token taken from the cookie needs the double-submit CSRF header."""
 

@@ -36,6 +36,7 @@ from app.api import (
     health,
     protected,
     token,
+    two_factor,
 )
 from app.api import metrics as metrics_route
 from app.api.deps import require_json_body
@@ -298,6 +299,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         account,
         account_lifecycle,
         token,
+        two_factor,
         admin,
         health,
         demo,

@@ -5,6 +5,7 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     ForeignKey,
     Index,
@@ -30,6 +31,8 @@ MAIL_KIND_MAX_LENGTH = 32
 MAIL_STATUS_MAX_LENGTH = 16
 MAIL_ERROR_MAX_LENGTH = 100
 SUBJECT_MAX_LENGTH = 200
+AMR_MAX_LENGTH = 64
+KEY_ID_MAX_LENGTH = 16
 
 
 class User(Base):
@@ -56,6 +59,8 @@ class User(Base):
     # True once a verification or reset link was used (the mailbox is the user's).
     email_verified: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # True once a TOTP factor is confirmed; the login then asks for a second factor.
+    two_factor_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class UserRole(Base):
@@ -90,6 +95,43 @@ class RefreshToken(Base):
     )
     user_agent: Mapped[str | None] = mapped_column(String(USER_AGENT_MAX_LENGTH))
     ip: Mapped[str | None] = mapped_column(String(IP_MAX_LENGTH))
+    # RFC 8176 methods of the login that began the session, space-separated and sorted
+    # ("pwd", or "mfa otp pwd"): every refresh mints them again. NULL (older rows) is "pwd".
+    amr: Mapped[str | None] = mapped_column(String(AMR_MAX_LENGTH))
+
+
+class TotpFactor(Base):
+    """A user's TOTP secret: pending until a first code confirms it."""
+
+    __tablename__ = "totp_factors"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    # Sealed with DATA_ENCRYPTION_KEY (app.security.sealing): a dump holds no secret.
+    secret: Mapped[bytes] = mapped_column(LargeBinary())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # NULL while pending.
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # RFC 6238 §5.2: the last 30 s step whose code was accepted; a code of this step or an
+    # earlier one is a replay. Moved by a conditional UPDATE, so one of two concurrent
+    # uses of a code wins.
+    last_step: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class RecoveryCode(Base):
+    """One single-use recovery code, stored as an HMAC-SHA-256 digest."""
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32))
+    # The id of the data key whose subkey made the digest (DataKey.kid): a key rotation
+    # leaves the codes usable while the previous key is configured.
+    key_id: Mapped[str] = mapped_column(String(KEY_ID_MAX_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class MailOutbox(Base):

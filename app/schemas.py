@@ -17,10 +17,12 @@ from pydantic import (
     StringConstraints,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
 from app.models import EMAIL_MAX_LENGTH, NAME_MAX_LENGTH
+from app.security.totp import MAX_CODE_LENGTH
 
 MAX_ROLES = 16
 
@@ -82,10 +84,25 @@ Name = Annotated[Text, StringConstraints(max_length=NAME_MAX_LENGTH)]
 PhoneNumber = Annotated[str, StringConstraints(pattern=r"^\+[0-9]{8,15}$")]
 
 
+# A one-time code as typed: anything up to this length is checked (and a wrong one counted),
+# never refused as malformed, so a 422 says nothing about a code.
+Code = Annotated[Text, StringConstraints(max_length=MAX_CODE_LENGTH)]
+
+
 class LoginRequest(BaseModel):
     email: Email
     # No policy at login: any wrong password, short or long, is "invalid credentials".
     password: Text
+    otp: Code | None = Field(default=None, description="a 6-digit TOTP code (two-factor on)")
+    recovery_code: Code | None = Field(
+        default=None, description="a recovery code `xxxxx-xxxxx` instead of `otp`"
+    )
+
+    @model_validator(mode="after")
+    def _one_factor(self) -> "LoginRequest":
+        if self.otp is not None and self.recovery_code is not None:
+            raise ValueError("send otp or recovery_code, not both")
+        return self
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -238,6 +255,41 @@ class UserProfile(BaseModel):
     last_name: str | None
     phone_number: str | None
     created_at: datetime
+    two_factor_enabled: bool
+
+
+class TotpSetupRequest(BaseModel):
+    password: Text
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"password": "the demo password"}]})
+
+
+class TotpSetup(BaseModel):
+    """The new secret, shown once: enter it, or scan the URI as a QR code, in an app."""
+
+    secret: str = Field(description="base32, 160 bits")
+    otpauth_uri: str = Field(description="otpauth://totp/... (SHA-1, 6 digits, 30 s)")
+
+
+class CodeRequest(BaseModel):
+    code: Code
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"code": "123456"}]})
+
+
+class RecoveryCodes(BaseModel):
+    """Shown once: each code logs in once in place of a TOTP code."""
+
+    recovery_codes: list[str] = Field(description="ten codes `xxxxx-xxxxx`")
+
+
+class TwoFactorDisableRequest(BaseModel):
+    password: Text
+    code: Code = Field(description="a TOTP code or a recovery code")
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"password": "the demo password", "code": "123456"}]}
+    )
 
 
 # Lower-case names; `admin` is the one the service itself checks.

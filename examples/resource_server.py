@@ -16,11 +16,14 @@ Run it beside the service (the service must sign with RS256, ES256 or EdDSA):
 
     curl -s http://127.0.0.1:8001/hello -H "Authorization: Bearer $ACCESS"
     curl -s http://127.0.0.1:8001/admin/hello -H "Authorization: Bearer $ACCESS"
+    curl -s http://127.0.0.1:8001/mfa/hello -H "Authorization: Bearer $ACCESS"
 
 `/admin/hello` needs the role `admin` in the token's `roles` claim. The claim holds the
 roles the user had when the token was minted (a role given or taken by an administrator
 reaches the tokens at their next refresh), so a resource server's role checks lag by at
 most one access-token lifetime; a token minted before roles existed has none.
+`/mfa/hello` needs `mfa` in the token's `amr` claim (RFC 8176): a login with a TOTP or
+recovery code, kept by every refresh of that session.
 
 Settings (environment variables): `JWKS_URL`, `TOKEN_ISSUER` and `TOKEN_AUDIENCE` (required,
 equal to the service's), `TOKEN_LEEWAY_SECONDS` (default 0), `JWKS_CACHE_SECONDS` (how long
@@ -236,3 +239,20 @@ async def admin_hello(
 ) -> dict[str, Any]:
     """A resource for administrators only: the token's `roles` must include `admin`."""
     return {"sub": claims["sub"], "roles": claims["roles"]}
+
+
+@app.get("/mfa/hello")
+async def mfa_hello(claims: Claims) -> dict[str, Any]:
+    """A resource for sessions that began with two factors: RFC 8176 `amr` holds `mfa`.
+
+    The service mints `amr` in every token and keeps it across refreshes; a token minted
+    before `amr` existed reads as `["pwd"]`.
+    """
+    methods = claims.get("amr", ["pwd"])
+    if not isinstance(methods, list) or "mfa" not in methods:
+        raise HTTPException(
+            403,
+            "a login with a second factor is required",
+            {"WWW-Authenticate": 'Bearer error="insufficient_scope"'},
+        )
+    return {"sub": claims["sub"], "amr": methods}

@@ -145,6 +145,8 @@ def database_url(migrated_database_url: str, sync_engine: Engine) -> Iterator[st
         connection.execute(text("DELETE FROM ended_sessions"))
         connection.execute(text("DELETE FROM refresh_tokens"))
         connection.execute(text("DELETE FROM user_roles"))
+        connection.execute(text("DELETE FROM recovery_codes"))
+        connection.execute(text("DELETE FROM totp_factors"))
         connection.execute(text("DELETE FROM users"))
 
 

@@ -30,6 +30,7 @@ def make_user(
     password_hash: str | None = None,
     roles: Sequence[str] = (),
     is_active: bool = True,
+    email_verified: bool = False,
 ) -> User:
     """A committed user; `email` must already be canonical (lower-case)."""
     user = User(
@@ -40,6 +41,7 @@ def make_user(
         phone_number=phone_number,
         created_at=datetime.now(UTC).replace(microsecond=0),
         is_active=is_active,
+        email_verified=email_verified,
     )
     db.add(user)
     db.flush()

@@ -30,7 +30,7 @@ from app.schemas import (
     TokenPair,
     UserProfile,
 )
-from app.services import accounts, links, sessions
+from app.services import accounts, links, sessions, two_factor
 
 router = APIRouter(prefix="/account", tags=["account"])
 
@@ -60,7 +60,7 @@ def token_pair(grant: sessions.Grant, response: Response, settings: Settings) ->
     "/login",
     response_model=TokenPair,
     response_model_exclude_none=True,
-    responses=SESSION_COOKIES | problems(400, 403, 413, 422, 429),
+    responses=SESSION_COOKIES | problems(400, 401, 403, 413, 422, 429),
     dependencies=[SameOrigin],
 )
 async def login(
@@ -71,7 +71,13 @@ async def login(
     audit: AuditDep,
     response: Response,
 ) -> TokenPair:
-    """Exchange email and password for an access token and a refresh token."""
+    """Exchange email and password (and, with two-factor on, `otp` or `recovery_code`) for
+    an access token and a refresh token. 401 `/problems/two-factor-required` when the code
+    is missing; a wrong code is the 400 `invalid credentials`."""
+    now = runtime.now()
+    second_factor = two_factor.PresentedFactor(
+        otp=body.otp, recovery_code=body.recovery_code, sealer=runtime.sealer, now=now, audit=audit
+    )
     user = await accounts.authenticate(
         db,
         hasher=runtime.hasher,
@@ -80,10 +86,14 @@ async def login(
         password=body.password,
         audit=audit,
         require_verified=runtime.settings.REQUIRE_VERIFIED_EMAIL,
+        second_factor=second_factor,
     )
+    # authenticate returns a two-factor user only after a good code.
+    amr = sessions.MULTI_FACTOR if user.two_factor_enabled else sessions.PASSWORD_ONLY
     grant = await sessions.start(
-        db, issuer=runtime.issuer, user=user, client=client, now=runtime.now(), audit=audit
+        db, issuer=runtime.issuer, user=user, client=client, now=now, audit=audit, amr=amr
     )
+    await accounts.login_succeeded(runtime.throttle, body.email)
     return token_pair(grant, response, runtime.settings)
 
 

@@ -26,8 +26,7 @@ def _view(managed: admin.ManagedUser) -> AdminUserView:
         last_name=user.last_name,
         phone_number=user.phone_number,
         created_at=user.created_at,
-        # Two-factor does not exist yet: it reads false.
-        two_factor_enabled=False,
+        two_factor_enabled=user.two_factor_enabled,
         is_active=user.is_active,
         roles=managed.roles,
         last_login_at=user.last_login_at,
@@ -78,7 +77,8 @@ async def update_user(
     runtime: RuntimeDep,
     audit: CallerAudit,
 ) -> AdminUserView:
-    """Set `is_active` or the roles; `is_active: false` ends every session of the user at once.
+    """Set `is_active` or the roles, or switch two-factor off (`two_factor_enabled: false`,
+    for a user who lost the device); `is_active: false` ends every session of the user at once.
 
     409 when an administrator would disable itself or remove its own `admin` role.
     """
@@ -88,6 +88,7 @@ async def update_user(
         user_id=user_id,
         is_active=body.is_active,
         roles=body.roles,
+        two_factor_enabled=body.two_factor_enabled,
         revoked=runtime.revoked,
         now=runtime.now(),
         audit=audit,

@@ -51,6 +51,11 @@ class Event(StrEnum):
     PASSWORD_RESET = "password_reset"  # noqa: S105 - an event name
     ACCOUNT_UPDATED = "account_updated"
     ACCOUNT_DELETED = "account_deleted"
+    TWO_FACTOR_ENABLED = "two_factor_enabled"
+    TWO_FACTOR_DISABLED = "two_factor_disabled"
+    RECOVERY_CODES_REGENERATED = "recovery_codes_regenerated"
+    RECOVERY_CODE_USED = "recovery_code_used"
+    TWO_FACTOR_FAILED = "two_factor_failed"
 
 
 # Events that may be an attack in progress (OWASP Logging Vocabulary: authn_*_fail,
@@ -64,6 +69,7 @@ WARNINGS = frozenset(
         Event.PASSWORD_CHANGE_FAILED,
         Event.ACCESS_TOKEN_REJECTED,
         Event.ACCESS_FORBIDDEN,
+        Event.TWO_FACTOR_FAILED,
     }
 )
 

@@ -221,13 +221,21 @@ def _logout_all(path: str | None, details: Mapping[str, object]) -> None:
 
 
 def _login_failed(path: str | None, details: Mapping[str, object]) -> None:
-    # The right password of a disabled account is logged as a failed login with its reason.
-    reason = details.get("reason")
-    if reason == "account disabled":
-        _logins["account_disabled"].inc()
-    elif reason == "email not verified":
-        _logins["email_not_verified"].inc()
-    else:
+    # The right password of a disabled or unverified account, or of a two-factor account
+    # without a code, is logged as a failed login with its reason.
+    _logins[LOGIN_FAILURE_RESULTS.get(str(details.get("reason")), "invalid_credentials")].inc()
+
+
+LOGIN_FAILURE_RESULTS: Final = {
+    "account disabled": "account_disabled",
+    "two-factor required": "two_factor_required",
+    "email not verified": "email_not_verified",
+}
+
+
+def _two_factor_failed(path: str | None, details: Mapping[str, object]) -> None:
+    # A wrong code at login is a failed login; elsewhere (confirm, disable) it is no login.
+    if path in LOGIN_PATHS:
         _logins["invalid_credentials"].inc()
 
 
@@ -262,6 +270,8 @@ EVENT_COUNTS: Final[dict[str, Callable[[str | None, Mapping[str, object]], None]
     "user_disabled": _ended_by("user_disabled"),
     "user_deleted": _ended_by("user_deleted"),
     "password_reset": _ended_by("password_reset"),
+    "two_factor_enabled": _ended_by("two_factor_enabled"),
+    "two_factor_failed": _two_factor_failed,
 }
 
 

@@ -38,6 +38,8 @@ class AccessClaims:
     token_id: str
     email: str
     expires_at: int
+    # RFC 8176 methods; a token minted before `amr` existed reads as a password login.
+    amr: tuple[str, ...] = ("pwd",)
 
 
 def _is_access_token_type(typ: object) -> bool:
@@ -75,6 +77,7 @@ class AccessTokenCodec:
         issued_at: datetime,
         expires_at: datetime,
         roles: Sequence[str] = (),
+        amr: Sequence[str] = ("pwd",),
     ) -> str:
         claims: dict[str, Any] = {
             "iss": self._issuer,
@@ -88,6 +91,8 @@ class AccessTokenCodec:
             "email": email,
             # Read by resource servers; the service's own role checks read the database.
             "roles": sorted(roles),
+            # RFC 8176: how the user authenticated ("mfa", "otp" after a second factor).
+            "amr": sorted(set(amr)),
         }
         if phone:
             claims["phone"] = phone
@@ -190,10 +195,14 @@ def _claims(claims: dict[str, Any]) -> AccessClaims:
         raise TokenRejected("malformed session id")
     if not isinstance(email, str) or not email:
         raise TokenRejected("malformed email claim")
+    amr = claims.get("amr", ["pwd"])
+    if not isinstance(amr, list) or not all(isinstance(method, str) for method in amr):
+        raise TokenRejected("malformed amr claim")
     return AccessClaims(
         user_id=int(sub),
         session_id=session_id,
         token_id=claims["jti"],
         email=email,
         expires_at=int(claims["exp"]),
+        amr=tuple(amr),
     )

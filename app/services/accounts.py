@@ -3,6 +3,7 @@
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
@@ -16,6 +17,7 @@ from app.errors import (
     EmailTaken,
     InvalidCredentials,
     Throttled,
+    TwoFactorRequired,
     WeakPassword,
     WrongPassword,
 )
@@ -102,6 +104,15 @@ async def register(
     return user
 
 
+class SecondFactor(Protocol):
+    """What a login presents beyond the password (app.services.two_factor.PresentedFactor)."""
+
+    @property
+    def presented(self) -> bool: ...
+
+    async def verify(self, db: AsyncSession, user: User) -> bool: ...
+
+
 async def authenticate(
     db: AsyncSession,
     *,
@@ -111,12 +122,16 @@ async def authenticate(
     password: str,
     audit: Audit,
     require_verified: bool = False,
+    second_factor: SecondFactor | None = None,
 ) -> User:
     """The user these credentials belong to, or InvalidCredentials (unknown emails alike).
 
+    Checks in the contract's order: throttle, password, second factor, disabled, (unverified).
     A failed attempt is reserved before the password is verified, so a throttled
-    guesser burns no CPU; only the verdict counts: a wrong password keeps it, the
-    right one clears the account's count, and an error (a 5xx) counts nothing.
+    guesser burns no CPU; only the verdict counts: a wrong password or code keeps it,
+    and an error (a 5xx), a 401 two-factor-required or a 403 counts nothing. The count is
+    cleared only once tokens are issued (`login_succeeded`), never here: a right password
+    alone must not reset the count of guesses at the second factor.
     """
     try:
         async with throttle.attempt(email) as attempt:
@@ -129,6 +144,15 @@ async def authenticate(
                 audit.record(Event.LOGIN_FAILED, user_id=user.id if user else None, reason=reason)
                 await attempt.failed()
                 raise InvalidCredentials()
+            if user.two_factor_enabled:
+                if second_factor is None or not second_factor.presented:
+                    # The right password: the client asks for the code next. No verdict.
+                    audit.record(Event.LOGIN_FAILED, user_id=user.id, reason="two-factor required")
+                    raise TwoFactorRequired()
+                if not await second_factor.verify(db, user):
+                    audit.record(Event.TWO_FACTOR_FAILED, user_id=user.id, reason="wrong code")
+                    await attempt.failed()
+                    raise InvalidCredentials()
             if not user.is_active:
                 # Said only after the right password, so it reveals nothing to a guesser; a
                 # 403 is no verdict on the password: it neither counts nor clears the count.
@@ -138,7 +162,6 @@ async def authenticate(
                 # REQUIRE_VERIFIED_EMAIL: likewise said only after the right password.
                 audit.record(Event.LOGIN_FAILED, user_id=user.id, reason="email not verified")
                 raise EmailNotVerified()
-            await attempt.succeeded()
     except Throttled:
         throttled = await _by_email(db, email)
         audit.record(Event.LOGIN_THROTTLED, user_id=throttled.id if throttled else None)
@@ -147,6 +170,11 @@ async def authenticate(
         # The stored hash used other argon2 parameters: upgrade it now that we know the password.
         user.password_hash = new_hash
     return user
+
+
+async def login_succeeded(throttle: Throttle, email: str) -> None:
+    """Tokens were issued: the account's count of failed attempts starts again."""
+    await throttle.clear(email)
 
 
 async def change_password(

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.models import User, UserRole
 from app.observability.audit import Audit, Event
-from app.services import accounts
+from app.services import accounts, two_factor
 from app.stores.revocations import RevokedSessions
 
 ADMIN_ROLE = "admin"
@@ -116,6 +116,7 @@ async def update_user(
     revoked: RevokedSessions,
     now: datetime,
     audit: Audit,
+    two_factor_enabled: bool | None = None,
 ) -> ManagedUser:
     """Change a user's `is_active` and roles; disabling ends every session at once.
 
@@ -152,6 +153,9 @@ async def update_user(
             )
         else:
             audit.record(Event.USER_ENABLED, actor_id=actor.id, target_user_id=user.id)
+    if two_factor_enabled is False:
+        # Only off: switching it on takes the user's own device.
+        await two_factor.switch_off(db, user=user, audit=audit, actor_id=actor.id)
     return ManagedUser(user, current_roles)
 
 

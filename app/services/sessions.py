@@ -37,6 +37,14 @@ from app.stores.revocations import RevokedSessions
 T = TypeVar("T")
 # Concurrent retries each revoke the child the one before issued; bounded all the same.
 RETRY_ATTEMPTS = 5
+# RFC 8176 authentication methods: a password alone, or a password and a one-time code.
+PASSWORD_ONLY = ("pwd",)
+MULTI_FACTOR = ("mfa", "otp", "pwd")
+
+
+def _amr_of(stored: str | None) -> tuple[str, ...]:
+    # Rows from before `amr` was recorded began with a password alone.
+    return tuple(stored.split()) if stored else PASSWORD_ONLY
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +124,10 @@ def _issue(
     client: Client,
     now: datetime,
     roles: Sequence[str] = (),
+    amr: Sequence[str] = PASSWORD_ONLY,
 ) -> tuple[RefreshToken, Grant]:
     refresh_token = new_refresh_token()
+    amr = sorted(set(amr))
     row = RefreshToken(
         session_id=session_id,
         user_id=user_id,
@@ -127,6 +137,8 @@ def _issue(
         session_expires_at=session_expires_at,
         user_agent=client.user_agent,
         ip=client.ip,
+        # The session keeps its login's methods: each refresh mints them again.
+        amr=" ".join(amr),
     )
     db.add(row)
     # An access token never outlives its family.
@@ -139,6 +151,7 @@ def _issue(
         issued_at=now,
         expires_at=access_expires_at,
         roles=roles,
+        amr=amr,
     )
     grant = Grant(
         session_id=session_id,
@@ -158,8 +171,10 @@ async def start(
     client: Client,
     now: datetime,
     audit: Audit,
+    amr: Sequence[str] = PASSWORD_ONLY,
 ) -> Grant:
-    """Begin a new session (family) for a user who just proved who they are.
+    """Begin a new session (family) for a user who just proved who they are, by the methods
+    `amr` names (RFC 8176).
 
     The UPDATE locks the user row that a password change or reset, disabling, deletion
     and two-factor confirmation also write (accounts.invalidate_credentials), and checks
@@ -195,6 +210,7 @@ async def start(
         client=client,
         now=now,
         roles=await _roles_of(db, user.id),
+        amr=amr,
     )
     await db.flush()
     audit.record(Event.LOGIN_SUCCEEDED, user_id=user.id, session_id=grant.session_id)
@@ -233,6 +249,7 @@ async def rotate(
                 RefreshToken.session_id,
                 RefreshToken.user_id,
                 RefreshToken.session_expires_at,
+                RefreshToken.amr,
                 of_user(User.email).label("email"),
                 of_user(User.phone_number).label("phone_number"),
             )
@@ -261,6 +278,7 @@ async def rotate(
         now=now,
         # Roles changed by an admin reach the tokens at the next refresh.
         roles=await _roles_of(db, spent.user_id),
+        amr=_amr_of(spent.amr),
     )
     await db.flush()
     await db.execute(
@@ -302,6 +320,7 @@ async def _retry(
                     RefreshToken.spent_at,
                     RefreshToken.replaced_by_id,
                     RefreshToken.session_expires_at,
+                    RefreshToken.amr,
                 )
                 .where(RefreshToken.token_digest == token_digest)
                 .with_for_update()
@@ -343,6 +362,7 @@ async def _retry(
             session_expires_at=found.session_expires_at,
             client=client,
             now=now,
+            amr=_amr_of(found.amr),
         )
         await db.flush()
         await db.execute(
@@ -472,15 +492,23 @@ async def end(
 
 
 async def end_all(
-    db: AsyncSession, *, user_id: int, revoked: RevokedSessions, now: datetime
+    db: AsyncSession,
+    *,
+    user_id: int,
+    revoked: RevokedSessions,
+    now: datetime,
+    except_session: uuid.UUID | None = None,
 ) -> set[uuid.UUID]:
-    """End every session of a user; the sessions it ended.
+    """End every session of a user, but `except_session` when given; the sessions it ended.
 
     Every path that ends all of a user's sessions goes through here (logout-all, password
-    change or reset, disabling or deleting the user): the ended-session records it writes
-    have no foreign key, so deleting the user's rows afterwards leaves them.
+    change or reset, disabling or deleting the user, enabling two-factor): the ended-session
+    records it writes have no foreign key, so deleting the user's rows afterwards leaves them.
     """
-    ended = await _revoke(db, RefreshToken.user_id == user_id, now)
+    which = RefreshToken.user_id == user_id
+    if except_session is not None:
+        which = and_(which, RefreshToken.session_id != except_session)
+    ended = await _revoke(db, which, now)
     await _record_ended(db, ended, revoked=revoked, now=now)
     return ended
 

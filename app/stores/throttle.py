@@ -263,6 +263,10 @@ class Throttle:
             if not attempt.decided:
                 await self._release(email, entry)
 
+    async def clear(self, email: str) -> None:
+        """Forget the account's failed attempts (a login issued tokens)."""
+        await _guard(self._failures.clear(email))
+
     async def _release(self, email: str, entry: str) -> None:
         try:
             await self._failures.release(email, entry)

@@ -160,7 +160,7 @@ def test_every_protected_operation_documents_the_400_of_two_ways_of_sending_a_to
         if method in HTTP_METHODS and operation.get("security")
     ]
 
-    assert len(protected) == 12
+    assert len(protected) == 16
     assert [
         (path, method)
         for path, method in protected
@@ -284,7 +284,7 @@ def test_every_protected_operation_documents_its_401_and_the_www_authenticate_he
             assert response is not None, f"{method.upper()} {path}"
             assert "WWW-Authenticate" in response["headers"], f"{method.upper()} {path}"
 
-    assert protected == 12
+    assert protected == 16
 
 
 @pytest.mark.parametrize("path", ["/account/refresh", "/account/logout"])

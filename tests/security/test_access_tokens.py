@@ -158,6 +158,7 @@ def test_a_minted_token_carries_every_claim_of_the_contract_and_decodes_back() -
         "email": "ada@example.com",
         "phone": "+441234567890",
         "roles": [],
+        "amr": ["pwd"],
     }
     assert codec.decode(token) == AccessClaims(
         user_id=42,
@@ -166,6 +167,22 @@ def test_a_minted_token_carries_every_claim_of_the_contract_and_decodes_back() -
         email="ada@example.com",
         expires_at=int(expires_at.timestamp()),
     )
+
+
+def test_amr_is_minted_sorted_and_read_back() -> None:
+    codec = make_codec()
+    now = datetime.now(UTC)
+    token = codec.mint(
+        user_id=1,
+        email="ada@example.com",
+        phone=None,
+        session_id=SESSION_ID,
+        issued_at=now,
+        expires_at=now + timedelta(minutes=5),
+        amr=["pwd", "otp", "mfa"],
+    )
+    assert decoded_segment(token, 1)["amr"] == ["mfa", "otp", "pwd"]
+    assert codec.decode(token).amr == ("mfa", "otp", "pwd")
 
 
 def test_a_minted_token_has_the_at_jwt_type_and_the_hmac_kid_of_its_secret() -> None:

@@ -195,7 +195,7 @@ def test_failed_logins_past_the_limit_are_throttled_even_with_the_right_password
     assert throttled.value.retry_after >= 1
 
 
-def test_the_right_password_clears_the_failed_logins(services: Services, db: Session) -> None:
+def test_issuing_tokens_clears_the_failed_logins(services: Services, db: Session) -> None:
     user = make_user(db)
 
     async def work(runtime: Runtime) -> None:
@@ -203,6 +203,26 @@ def test_the_right_password_clears_the_failed_logins(services: Services, db: Ses
             for _ in range(runtime.settings.LOGIN_MAX_FAILURES - 1):
                 with pytest.raises(InvalidCredentials):
                     await _authenticate(runtime, user.email, "a wrong but long passphrase")
+            await _authenticate(runtime, user.email, DEFAULT_PASSWORD)
+            await accounts.login_succeeded(runtime.throttle, user.email)
+
+    services.run(work)
+
+
+def test_the_right_password_alone_does_not_clear_the_failed_logins(
+    services: Services, db: Session
+) -> None:
+    # A second factor may still be guessed after it: only issued tokens clear the count.
+    user = make_user(db)
+
+    async def work(runtime: Runtime) -> None:
+        for _ in range(runtime.settings.LOGIN_MAX_FAILURES - 1):
+            with pytest.raises(InvalidCredentials):
+                await _authenticate(runtime, user.email, "a wrong but long passphrase")
+        await _authenticate(runtime, user.email, DEFAULT_PASSWORD)
+        with pytest.raises(InvalidCredentials):
+            await _authenticate(runtime, user.email, "a wrong but long passphrase")
+        with pytest.raises(Throttled):
             await _authenticate(runtime, user.email, DEFAULT_PASSWORD)
 
     services.run(work)

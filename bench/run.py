@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -103,9 +103,9 @@ class Server:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                httpx.get(f"{self.url}/test", timeout=1)
+                httpx2.get(f"{self.url}/test", timeout=1)
                 return self
-            except httpx.HTTPError:
+            except httpx2.HTTPError:
                 time.sleep(0.2)
         raise RuntimeError(f"{self.name} did not start")
 
@@ -229,7 +229,7 @@ def prepare(env: dict[str, str]) -> None:
 
 
 def login(url: str) -> dict[str, Any]:
-    response = httpx.post(
+    response = httpx2.post(
         f"{url}/account/login", json={"email": EMAIL, "password": PASSWORD}, timeout=30
     )
     response.raise_for_status()

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 import redis
 from alembic.config import Config
@@ -244,9 +244,9 @@ class LiveServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited: {self.read_log()}")
             try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                if httpx2.get(f"{self.url}/health", timeout=1).status_code == 200:
                     return self
-            except httpx.HTTPError:
+            except httpx2.HTTPError:
                 pass
             time.sleep(0.1)
         self.stop()

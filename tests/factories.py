@@ -4,7 +4,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
+import httpx2
 from fastapi.testclient import TestClient
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
@@ -51,7 +51,7 @@ def make_user(
 
 
 def login(
-    client: TestClient | httpx.Client,
+    client: TestClient | httpx2.Client,
     email: str = "ada@example.com",
     password: str = DEFAULT_PASSWORD,
 ) -> dict[str, Any]:

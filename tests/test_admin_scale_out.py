@@ -6,7 +6,7 @@ without both these tests are deselected.
 
 from collections.abc import Callable
 
-import httpx
+import httpx2
 import pytest
 from sqlalchemy.orm import Session
 
@@ -23,8 +23,8 @@ def test_a_disabled_users_live_access_token_is_refused_at_once_on_another_instan
     make_user(db, email="root@example.com", roles=["admin"])
     a, b = live_server(), live_server()
     with (
-        httpx.Client(base_url=a.url, timeout=30) as to_a,
-        httpx.Client(base_url=b.url, timeout=30) as to_b,
+        httpx2.Client(base_url=a.url, timeout=30) as to_a,
+        httpx2.Client(base_url=b.url, timeout=30) as to_b,
     ):
         pair = login(to_b)
         assert to_b.get("/test", headers=bearer(pair["access_token"])).status_code == 200
@@ -48,8 +48,8 @@ def test_a_deleted_users_live_access_token_is_refused_at_once_on_another_instanc
     make_user(db, email="root@example.com", roles=["admin"])
     a, b = live_server(), live_server()
     with (
-        httpx.Client(base_url=a.url, timeout=30) as to_a,
-        httpx.Client(base_url=b.url, timeout=30) as to_b,
+        httpx2.Client(base_url=a.url, timeout=30) as to_a,
+        httpx2.Client(base_url=b.url, timeout=30) as to_b,
     ):
         pair = login(to_b)
         admin = bearer(login(to_a, "root@example.com")["access_token"])

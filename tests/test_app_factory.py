@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
+import httpx2
 
 from tests.conftest import LiveServer
 
@@ -31,7 +31,7 @@ def test_uvicorn_builds_the_same_app_through_the_factory(settings_env: dict[str,
     command = (sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app")
     server = LiveServer(settings_env, command=command).start()
     try:
-        response = httpx.get(f"{server.url}/test")
+        response = httpx2.get(f"{server.url}/test")
         assert response.status_code == 401
         assert response.headers["www-authenticate"] == 'Bearer realm="http://testserver"'
     finally:

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from importlib.metadata import version
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
@@ -122,9 +122,9 @@ def demo_server(settings_env: dict[str, str]) -> Iterator[tuple[str, str]]:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                httpx.get(f"{url}/health", timeout=1)
+                httpx2.get(f"{url}/health", timeout=1)
                 break
-            except httpx.HTTPError:
+            except httpx2.HTTPError:
                 time.sleep(0.1)
         yield url, match.group(1)
     finally:
@@ -136,13 +136,13 @@ def demo_server(settings_env: dict[str, str]) -> Iterator[tuple[str, str]]:
 
 def test_serve_demo_prints_a_password_that_logs_in(demo_server: tuple[str, str]) -> None:
     url, password = demo_server
-    login = httpx.post(
+    login = httpx2.post(
         f"{url}/account/login", json={"email": "demo@example.com", "password": password}
     )
     assert login.status_code == 200
     token = login.json()["access_token"]
-    assert httpx.get(f"{url}/test", headers=bearer(token)).status_code == 200
-    assert httpx.get(f"{url}/test").status_code == 401
+    assert httpx2.get(f"{url}/test", headers=bearer(token)).status_code == 200
+    assert httpx2.get(f"{url}/test").status_code == 401
 
 
 def test_create_user_reads_the_password_from_stdin(settings_env: dict[str, str]) -> None:

@@ -5,7 +5,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import httpx
+import httpx2
 from sqlalchemy.orm import Session
 
 from tests.conftest import LiveServer
@@ -15,12 +15,12 @@ RACERS = 20
 TIMEOUT_SECONDS = 30.0
 
 
-def race_refresh(url: str, refresh_token: str, racers: int) -> list[httpx.Response]:
+def race_refresh(url: str, refresh_token: str, racers: int) -> list[httpx2.Response]:
     """`racers` clients, each with an open connection, send the same refresh at one instant."""
     barrier = threading.Barrier(racers, timeout=TIMEOUT_SECONDS)
 
-    def one(_: int) -> httpx.Response:
-        with httpx.Client(base_url=url, timeout=TIMEOUT_SECONDS) as client:
+    def one(_: int) -> httpx2.Response:
+        with httpx2.Client(base_url=url, timeout=TIMEOUT_SECONDS) as client:
             # Open the connection first, so the barrier releases requests, not TCP handshakes.
             assert client.get("/health").status_code == 200
             barrier.wait()
@@ -35,7 +35,7 @@ def test_concurrent_refreshes_of_one_token_let_exactly_one_win_and_revoke_the_fa
 ) -> None:
     make_user(db)
     server = live_server()
-    with httpx.Client(base_url=server.url, timeout=TIMEOUT_SECONDS) as client:
+    with httpx2.Client(base_url=server.url, timeout=TIMEOUT_SECONDS) as client:
         pair = login(client)
 
         responses = race_refresh(server.url, pair["refresh_token"], RACERS)
@@ -51,7 +51,7 @@ def test_concurrent_refreshes_of_one_token_let_exactly_one_win_and_revoke_the_fa
         assert_family_ended(client, winner)
 
 
-def assert_family_ended(client: httpx.Client, pair: dict[str, Any]) -> None:
+def assert_family_ended(client: httpx2.Client, pair: dict[str, Any]) -> None:
     again = client.post("/account/refresh", json={"refresh_token": pair["refresh_token"]})
     assert again.status_code == 401, again.text
     test = client.get("/test", headers=bearer(pair["access_token"]))
@@ -74,11 +74,11 @@ def test_a_login_flood_neither_fails_nor_blocks_refreshes_and_protected_calls(
         # Room for the whole flood: shedding past the queue limit is tested in tests/faults.
         PASSWORD_HASH_QUEUE_LIMIT=str(FLOOD),
     )
-    with httpx.Client(base_url=server.url, timeout=TIMEOUT_SECONDS) as client:
+    with httpx2.Client(base_url=server.url, timeout=TIMEOUT_SECONDS) as client:
         pair = login(client)
 
         def wrong_login(i: int) -> int:
-            with httpx.Client(base_url=server.url, timeout=TIMEOUT_SECONDS) as flooder:
+            with httpx2.Client(base_url=server.url, timeout=TIMEOUT_SECONDS) as flooder:
                 # One guess per address: the account throttle never answers before argon2.
                 body = {"email": f"guess{i}@example.com", "password": "not the password"}
                 return flooder.post("/account/login", json=body).status_code

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, select, text
@@ -91,7 +91,7 @@ def test_create_user_on_an_existing_user_ends_its_sessions_in_a_running_service_
 ) -> None:
     make_user(db)
     server = live_server(RATE_LIMIT_STORAGE_URL="memory://")
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+    with httpx2.Client(base_url=server.url, timeout=30) as client:
         pair = login(client)
         assert client.get("/test", headers=bearer(pair["access_token"])).status_code == 200
 

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from tests.conftest import ROOT, free_port
@@ -70,13 +70,13 @@ def test_the_wheel_migrates_and_serves_health_from_an_empty_folder(
         deadline = time.monotonic() + 30
         while True:
             try:
-                ready = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1)
+                ready = httpx2.get(f"http://127.0.0.1:{port}/health/ready", timeout=1)
                 break
-            except httpx.TransportError:
+            except httpx2.TransportError:
                 assert server.poll() is None, log.read_text()
                 assert time.monotonic() < deadline, "the server did not answer"
                 time.sleep(0.2)
-        health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+        health = httpx2.get(f"http://127.0.0.1:{port}/health", timeout=5)
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -5,7 +5,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -30,7 +30,7 @@ def grace_client(settings_env: dict[str, str], db: Session) -> Iterator[TestClie
         yield client
 
 
-def refresh(client: TestClient | httpx.Client, pair: dict[str, Any]) -> Any:
+def refresh(client: TestClient | httpx2.Client, pair: dict[str, Any]) -> Any:
     return client.post("/account/refresh", json={"refresh_token": pair["refresh_token"]})
 
 
@@ -116,7 +116,7 @@ def test_concurrent_refreshes_within_the_window_all_answer_200_leaving_one_live_
 ) -> None:
     make_user(db)
     server = live_server(REFRESH_REUSE_GRACE_SECONDS=GRACE)
-    with httpx.Client(base_url=server.url, timeout=TIMEOUT_SECONDS) as client:
+    with httpx2.Client(base_url=server.url, timeout=TIMEOUT_SECONDS) as client:
         pair = login(client)
 
         responses = race_refresh(server.url, pair["refresh_token"], RACERS)

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
+import httpx2
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -48,8 +48,8 @@ def resource_server() -> Iterator[Callable[[LiveServer], LiveServer]]:
         server.close()
 
 
-def hello(example: LiveServer, token: str) -> httpx.Response:
-    return httpx.get(f"{example.url}/hello", headers=bearer(token), timeout=10)
+def hello(example: LiveServer, token: str) -> httpx2.Response:
+    return httpx2.get(f"{example.url}/hello", headers=bearer(token), timeout=10)
 
 
 def kid_of(token: str) -> str:
@@ -64,7 +64,7 @@ def b64url(data: bytes) -> str:
 
 def published_public_pem(service: LiveServer) -> bytes:
     """What anyone can fetch: the service's current public key, turned into PEM."""
-    (jwk,) = httpx.get(f"{service.url}/.well-known/jwks.json").json()["keys"]
+    (jwk,) = httpx2.get(f"{service.url}/.well-known/jwks.json").json()["keys"]
     public = jwt.PyJWK(jwk).key
     assert isinstance(public, rsa.RSAPublicKey)
     return public.public_bytes(
@@ -91,14 +91,14 @@ def test_the_example_validates_tokens_from_the_jwks_url_across_a_key_rotation(
     new_private = private_key_file(tmp_path, "RS256", copy=1)
     service = live_server(TOKEN_ALGORITHM="RS256", TOKEN_PRIVATE_KEY_FILE=str(old_private))
     example = resource_server(service)
-    with httpx.Client(base_url=service.url) as api:
+    with httpx2.Client(base_url=service.url) as api:
         old_token = login(api)["access_token"]
 
     # Before the rotation.
     accepted = hello(example, old_token)
     assert accepted.status_code == 200, accepted.text
     assert accepted.json() == {"sub": str(user.id), "email": "ada@example.com"}
-    missing = httpx.get(f"{example.url}/hello")
+    missing = httpx2.get(f"{example.url}/hello")
     assert missing.status_code == 401
     assert missing.headers["WWW-Authenticate"] == "Bearer"
     # RFC 8725 §2.1: the public key from the JWKS used as an HMAC secret.
@@ -111,7 +111,7 @@ def test_the_example_validates_tokens_from_the_jwks_url_across_a_key_rotation(
         TOKEN_PRIVATE_KEY_FILE=str(new_private),
         TOKEN_PREVIOUS_PUBLIC_KEY_FILES=str(public_key_file(tmp_path, "RS256")),
     )
-    with httpx.Client(base_url=service.url) as api:
+    with httpx2.Client(base_url=service.url) as api:
         new_token = login(api)["access_token"]
         assert api.get("/test", headers=bearer(old_token)).status_code == 200
         assert api.get("/test", headers=bearer(new_token)).status_code == 200
@@ -122,7 +122,7 @@ def test_the_example_validates_tokens_from_the_jwks_url_across_a_key_rotation(
 
     # Once the old tokens have expired, the old key goes; whoever still holds one is refused.
     service.restart(TOKEN_PREVIOUS_PUBLIC_KEY_FILES="")
-    with httpx.Client(base_url=service.url) as api:
+    with httpx2.Client(base_url=service.url) as api:
         assert api.get("/test", headers=bearer(old_token)).status_code == 401
         assert api.get("/test", headers=bearer(new_token)).status_code == 200
     time.sleep(JWKS_CACHE_SECONDS + 0.1)
@@ -144,14 +144,14 @@ def test_the_examples_admin_route_needs_the_admin_role_in_the_token(
         TOKEN_ALGORITHM="RS256", TOKEN_PRIVATE_KEY_FILE=str(private_key_file(tmp_path, "RS256"))
     )
     example = resource_server(service)
-    with httpx.Client(base_url=service.url) as api:
+    with httpx2.Client(base_url=service.url) as api:
         admin_token = login(api, "root@example.com")["access_token"]
         user_token = login(api)["access_token"]
 
-    allowed = httpx.get(f"{example.url}/admin/hello", headers=bearer(admin_token), timeout=10)
+    allowed = httpx2.get(f"{example.url}/admin/hello", headers=bearer(admin_token), timeout=10)
     assert allowed.status_code == 200, allowed.text
     assert allowed.json() == {"sub": str(root.id), "roles": ["admin"]}
-    refused = httpx.get(f"{example.url}/admin/hello", headers=bearer(user_token), timeout=10)
+    refused = httpx2.get(f"{example.url}/admin/hello", headers=bearer(user_token), timeout=10)
     assert refused.status_code == 403
     assert refused.headers["WWW-Authenticate"] == 'Bearer error="insufficient_scope"'
     assert hello(example, user_token).status_code == 200

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
-import httpx
+import httpx2
 import pytest
 from sqlalchemy.orm import Session
 
@@ -27,28 +27,28 @@ RIGHT = {"email": "ada@example.com", "password": DEFAULT_PASSWORD}
 @pytest.fixture
 def two_instances(
     live_server: Callable[..., LiveServer], db: Session
-) -> Iterator[tuple[httpx.Client, httpx.Client]]:
+) -> Iterator[tuple[httpx2.Client, httpx2.Client]]:
     make_user(db)
     a = live_server(LOGIN_MAX_FAILURES=MAX_FAILURES)
     b = live_server(LOGIN_MAX_FAILURES=MAX_FAILURES)
     with (
-        httpx.Client(base_url=a.url, timeout=30) as to_a,
-        httpx.Client(base_url=b.url, timeout=30) as to_b,
+        httpx2.Client(base_url=a.url, timeout=30) as to_a,
+        httpx2.Client(base_url=b.url, timeout=30) as to_b,
     ):
         yield to_a, to_b
 
 
 @pytest.fixture
-def two_workers(live_server: Callable[..., LiveServer], db: Session) -> Iterator[httpx.Client]:
+def two_workers(live_server: Callable[..., LiveServer], db: Session) -> Iterator[httpx2.Client]:
     make_user(db)
     # `jwt-auth-api serve` refuses several workers with memory://; with Redis it runs them.
     server = live_server("--workers", "2", command=SERVE, LOGIN_MAX_FAILURES=MAX_FAILURES)
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+    with httpx2.Client(base_url=server.url, timeout=30) as client:
         yield client
 
 
 def test_tokens_minted_by_one_instance_validate_on_the_other(
-    two_instances: tuple[httpx.Client, httpx.Client],
+    two_instances: tuple[httpx2.Client, httpx2.Client],
 ) -> None:
     a, b = two_instances
     pair = login(a)
@@ -58,7 +58,7 @@ def test_tokens_minted_by_one_instance_validate_on_the_other(
 
 
 def test_a_token_rotated_on_one_instance_and_replayed_on_the_other_is_reuse(
-    two_instances: tuple[httpx.Client, httpx.Client],
+    two_instances: tuple[httpx2.Client, httpx2.Client],
 ) -> None:
     a, b = two_instances
     pair = login(a)
@@ -79,7 +79,7 @@ def test_a_token_rotated_on_one_instance_and_replayed_on_the_other_is_reuse(
 
 
 def test_failed_logins_spread_over_two_instances_add_up_to_one_lockout(
-    two_instances: tuple[httpx.Client, httpx.Client],
+    two_instances: tuple[httpx2.Client, httpx2.Client],
 ) -> None:
     a, b = two_instances
     statuses = [a.post("/account/login", json=WRONG).status_code for _ in range(3)]
@@ -91,7 +91,7 @@ def test_failed_logins_spread_over_two_instances_add_up_to_one_lockout(
 
 
 def test_logout_all_on_one_instance_cuts_access_tokens_on_the_other(
-    two_instances: tuple[httpx.Client, httpx.Client],
+    two_instances: tuple[httpx2.Client, httpx2.Client],
 ) -> None:
     a, b = two_instances
     first, second = login(a), login(b)
@@ -107,7 +107,7 @@ def test_logout_all_on_one_instance_cuts_access_tokens_on_the_other(
 
 
 def test_with_two_workers_revocation_throttling_and_reuse_hold_in_every_worker(
-    two_workers: httpx.Client,
+    two_workers: httpx2.Client,
 ) -> None:
     client = two_workers
     pair = login(client)

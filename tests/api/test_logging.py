@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-import httpx
+import httpx2
 import pyotp
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -22,7 +22,7 @@ def test_the_access_log_drops_query_strings_where_a_token_may_hide(
 ) -> None:
     make_user(db)
     server = live_server()
-    with httpx.Client(base_url=server.url) as client:
+    with httpx2.Client(base_url=server.url) as client:
         pair = login(client)
         token = pair["access_token"]
         assert client.get(f"/test?access_token={token}").status_code == 401
@@ -71,7 +71,7 @@ def test_a_whole_scenario_logs_every_audit_event_and_no_secret(
     request_ids: set[str] = set()
     two_factor_secrets: list[str] = []
 
-    def keep(response: httpx.Response) -> httpx.Response:
+    def keep(response: httpx2.Response) -> httpx2.Response:
         request_ids.add(response.headers["X-Request-ID"])
         response.read()
         if response.status_code == 200 and "access_token" in response.text:
@@ -79,7 +79,7 @@ def test_a_whole_scenario_logs_every_audit_event_and_no_secret(
             refresh_tokens.append(response.json()["refresh_token"])
         return response
 
-    with httpx.Client(base_url=server.url, event_hooks={"response": [keep]}) as client:
+    with httpx2.Client(base_url=server.url, event_hooks={"response": [keep]}) as client:
         client.post(
             "/account/register", json={"email": "grace@example.com", "password": grace_password}
         )

@@ -3,7 +3,6 @@
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import httpx2
 import pytest
 from fastapi import FastAPI
@@ -40,7 +39,7 @@ def token_form(body: dict[str, str]) -> dict[str, str]:
 
 
 def assert_retry_after(
-    response: httpx2.Response | httpx.Response, window_seconds: int = WINDOW_SECONDS
+    response: httpx2.Response | httpx2.Response, window_seconds: int = WINDOW_SECONDS
 ) -> None:
     retry_after = response.headers["Retry-After"]
     assert retry_after.isdigit()
@@ -132,7 +131,7 @@ def test_concurrent_guesses_cannot_slip_past_the_count(
     )
 
     def guess(_: int) -> int:
-        return httpx.post(f"{server.url}/account/login", json=WRONG, timeout=30).status_code
+        return httpx2.post(f"{server.url}/account/login", json=WRONG, timeout=30).status_code
 
     with ThreadPoolExecutor(max_workers=20) as pool:
         statuses = sorted(pool.map(guess, range(20)))
@@ -187,7 +186,7 @@ def test_x_forwarded_for_is_believed_only_from_trusted_proxies(
     server = live_server(command=SERVE, IP_RATE_LIMIT="2/hour", TRUSTED_PROXIES=trusted_proxies)
 
     def refresh(forwarded_for: str) -> int:
-        return httpx.post(
+        return httpx2.post(
             f"{server.url}/account/refresh",
             json={"refresh_token": "unknown"},
             headers={"X-Forwarded-For": forwarded_for},

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import httpx2
 import jwt
 import pyotp
@@ -407,7 +406,7 @@ def test_of_two_concurrent_logins_with_one_code_exactly_one_wins(
     """RFC 6238 §5.2 across concurrent requests: the step moves by a conditional UPDATE."""
     make_user(db, email=EMAIL, email_verified=True)
     server = live_server()
-    with httpx.Client(base_url=server.url) as client:
+    with httpx2.Client(base_url=server.url) as client:
         token = login(client)["access_token"]
         secret = client.post(
             "/account/2fa/totp", json={"password": DEFAULT_PASSWORD}, headers=bearer(token)
@@ -425,7 +424,7 @@ def test_of_two_concurrent_logins_with_one_code_exactly_one_wins(
         body = {"email": EMAIL, "password": DEFAULT_PASSWORD, "otp": shared}
 
         def attempt(request: dict[str, str]) -> int:
-            return httpx.post(f"{server.url}/account/login", json=request, timeout=30).status_code
+            return httpx2.post(f"{server.url}/account/login", json=request, timeout=30).status_code
 
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             statuses = list(pool.map(attempt, [body] * 4))

@@ -1,4 +1,4 @@
-"""Black-box attacks on a real server: uvicorn in a subprocess, real HTTP through httpx.
+"""Black-box attacks on a real server: uvicorn in a subprocess, real HTTP through httpx2.
 
 A server starts once per test module (and per configuration the module asks for) and is
 shared by its tests. Each test enrols its own user with a unique email, so the tables the
@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from sqlalchemy import select
@@ -36,7 +36,7 @@ class Target:
     """A running server and what an attacker (and the test) knows about it."""
 
     server: LiveServer
-    http: httpx.Client
+    http: httpx2.Client
     secret: bytes
     algorithm: str
     signing_key: PrivateKeyTypes | None = None
@@ -75,7 +75,7 @@ def start_target(database_url: str, algorithm: str = "HS256", **overrides: str) 
         **overrides,
     }
     server = LiveServer(env).start()
-    http = httpx.Client(base_url=server.url, timeout=TIMEOUT_SECONDS)
+    http = httpx2.Client(base_url=server.url, timeout=TIMEOUT_SECONDS)
     return Target(server=server, http=http, secret=secret.encode(), algorithm=algorithm)
 
 

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -67,7 +67,7 @@ def race_target(migrated_database_url: str) -> Iterator[Target]:
     running.server.close()
 
 
-def change(target: Target, victim: Victim, current: str, new: str) -> httpx.Response:
+def change(target: Target, victim: Victim, current: str, new: str) -> httpx2.Response:
     return target.http.post(
         "/account/password",
         json={"current_password": current, "new_password": new},
@@ -121,14 +121,14 @@ def test_1_password_changes_count_against_the_ip_limit(
     assert statuses == [400, 400, 400, 400, 429]
 
 
-def race_a_password_change(http: httpx.Client, db: Session, *, rounds: int) -> None:
+def race_a_password_change(http: httpx2.Client, db: Session, *, rounds: int) -> None:
     """Three loops log in with the old password while the password changes; afterwards no
     session of the old password is alive: every token pair they got is dead."""
     for _ in range(rounds):
         _race_once(http, db)
 
 
-def _race_once(http: httpx.Client, db: Session) -> None:
+def _race_once(http: httpx2.Client, db: Session) -> None:
     email = f"racer-{uuid.uuid4().hex[:12]}@example.com"
     old = {"email": email, "password": PASSWORD}
     # Registered through the service, so its hash has the server's (real) cost.
@@ -141,7 +141,7 @@ def _race_once(http: httpx.Client, db: Session) -> None:
     unexpected: list[str] = []
 
     def loop() -> None:
-        with httpx.Client(base_url=http.base_url, timeout=30) as own:
+        with httpx2.Client(base_url=http.base_url, timeout=30) as own:
             while not done.is_set():
                 response = own.post("/account/login", json=old)
                 if response.status_code == 200:
@@ -194,7 +194,7 @@ def test_2_the_race_on_postgresql_with_two_workers(
     server = live_server(
         "--workers", "2", command=SERVE, LOGIN_MAX_FAILURES="100000", **REAL_HASHING
     )
-    with httpx.Client(base_url=server.url, timeout=30) as http:
+    with httpx2.Client(base_url=server.url, timeout=30) as http:
         race_a_password_change(http, db, rounds=30)
 
 

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
+import httpx2
 import pytest
 from sqlalchemy.orm import Session
 
@@ -190,8 +190,8 @@ def test_a_refresh_racing_a_logout_never_keeps_the_session_alive(
     victim = enrol(db, target)
     barrier = threading.Barrier(RACERS, timeout=TIMEOUT_SECONDS)
 
-    def racer(index: int) -> httpx.Response:
-        with httpx.Client(base_url=target.url, timeout=TIMEOUT_SECONDS) as client:
+    def racer(index: int) -> httpx2.Response:
+        with httpx2.Client(base_url=target.url, timeout=TIMEOUT_SECONDS) as client:
             assert client.get("/health").status_code == 200
             barrier.wait()
             path = "/account/refresh" if index % 2 else "/account/logout"

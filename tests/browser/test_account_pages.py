@@ -4,7 +4,7 @@ mail the relay received to a login with the new password."""
 import re
 from collections.abc import Callable
 
-import httpx
+import httpx2
 import pytest
 from playwright.sync_api import Page, expect
 from sqlalchemy.orm import Session
@@ -31,7 +31,7 @@ def test_a_password_is_reset_through_the_mailed_link(
     # Links point at the server the browser can reach.
     server.restart(ACCOUNT_LINK_BASE_URL=server.url)
     assert (
-        httpx.post(
+        httpx2.post(
             f"{server.url}/account/forgot-password", json={"email": "ada@example.com"}
         ).status_code
         == 202
@@ -56,7 +56,7 @@ def test_a_password_is_reset_through_the_mailed_link(
     expect(page.locator("#status")).to_contain_text("Your password is set")
 
     def login(password: str) -> int:
-        return httpx.post(
+        return httpx2.post(
             f"{server.url}/account/login", json={"email": "ada@example.com", "password": password}
         ).status_code
 

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
+import httpx2
 import jwt
 import pytest
 from playwright.sync_api import BrowserContext, Page, Response, Route, expect
@@ -230,7 +230,7 @@ def test_logging_out_ends_the_session_and_clears_the_cookies(
     expect(page.locator("#status")).to_have_text("Logged out.")
     assert context.cookies() == []
     assert all(row.revoked_at is not None for row in refresh_tokens(db))
-    response = httpx.get(f"{server.url}/test", headers=bearer(pair["access_token"]))
+    response = httpx2.get(f"{server.url}/test", headers=bearer(pair["access_token"]))
     assert response.status_code == 401
     # Nothing to resume after a reload.
     page.reload()
@@ -244,7 +244,7 @@ def test_logging_out_everywhere_ends_every_session_of_the_account(
     db: Session,
 ) -> None:
     server = start(live_server)
-    elsewhere = httpx.post(
+    elsewhere = httpx2.post(
         f"{server.url}/account/login", json={"email": DEMO_EMAIL, "password": DEFAULT_PASSWORD}
     ).json()
     log_in(page, server)
@@ -257,7 +257,7 @@ def test_logging_out_everywhere_ends_every_session_of_the_account(
     rows = refresh_tokens(db)
     assert len(rows) == 2
     assert all(row.revoked_at is not None for row in rows)
-    response = httpx.get(f"{server.url}/test", headers=bearer(elsewhere["access_token"]))
+    response = httpx2.get(f"{server.url}/test", headers=bearer(elsewhere["access_token"]))
     assert response.status_code == 401
 
 

@@ -5,7 +5,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import httpx
+import httpx2
 import jwt
 import pytest
 from playwright.sync_api import Locator, Page, expect
@@ -69,7 +69,7 @@ def try_it_out(
 
 def other_session_id(server: LiveServer) -> str:
     """A second session of the demo user, started outside the browser."""
-    response = httpx.post(
+    response = httpx2.post(
         f"{server.url}/account/login", json={"email": DEMO_EMAIL, "password": DEFAULT_PASSWORD}
     )
     assert response.status_code == 200, response.text

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 
-import httpx
+import httpx2
 import pytest
 from sqlalchemy.orm import Session
 
@@ -71,7 +71,7 @@ def test_a_cut_database_answers_503_keeps_connections_and_locks_nobody_out(
 ) -> None:
     make_user(db)
     server = live_server(DATABASE_URL=proxied_url, LOGIN_MAX_FAILURES="3", **TIMEOUT)
-    with httpx.Client(base_url=server.url, timeout=SLACK_SECONDS) as client:
+    with httpx2.Client(base_url=server.url, timeout=SLACK_SECONDS) as client:
         pair = login(client)
     connection = Connection(server)
 
@@ -80,7 +80,7 @@ def test_a_cut_database_answers_503_keeps_connections_and_locks_nobody_out(
     answered = 0
     while time.monotonic() < outage_ends or answered < 4:
         # A bearer check reads no row: it goes on.
-        with httpx.Client(base_url=server.url, timeout=SLACK_SECONDS) as client:
+        with httpx2.Client(base_url=server.url, timeout=SLACK_SECONDS) as client:
             assert client.get("/test", headers=bearer(pair["access_token"])).status_code == 200
         for path, body in (
             ("/account/login", RIGHT),
@@ -97,7 +97,7 @@ def test_a_cut_database_answers_503_keeps_connections_and_locks_nobody_out(
     proxy.restore()
 
     # More 503s than LOGIN_MAX_FAILURES, yet the right password logs in at once: no 429.
-    with httpx.Client(base_url=server.url, timeout=SLACK_SECONDS) as client:
+    with httpx2.Client(base_url=server.url, timeout=SLACK_SECONDS) as client:
         response = client.post("/account/login", json=RIGHT)
         assert response.status_code == 200, response.text
         # No refresh was spent by a 503: the pair the client holds still works.
@@ -111,7 +111,7 @@ def test_a_frozen_database_answers_503_after_the_timeout_and_recovers_without_re
 ) -> None:
     make_user(db)
     server = live_server(DATABASE_URL=proxied_url, **TIMEOUT)
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+    with httpx2.Client(base_url=server.url, timeout=30) as client:
         pair = login(client)
 
         proxy.freeze()
@@ -147,11 +147,11 @@ def test_sigterm_with_a_frozen_database_exits_within_the_drain_and_ten_seconds(
     server = live_server(
         command=SERVE, DATABASE_URL=proxied_url, SHUTDOWN_DRAIN_SECONDS=str(drain), **TIMEOUT
     )
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+    with httpx2.Client(base_url=server.url, timeout=30) as client:
         login(client)
     proxy.freeze()
     in_flight = threading.Thread(
-        target=lambda: httpx.post(f"{server.url}/account/login", json=RIGHT, timeout=30)
+        target=lambda: httpx2.post(f"{server.url}/account/login", json=RIGHT, timeout=30)
     )
     in_flight.start()
     assert server.process is not None
@@ -217,7 +217,7 @@ def test_serve_serves_once_the_database_is_back_within_the_timeout(
     restorer.start()
     try:
         server.start()
-        with httpx.Client(base_url=server.url, timeout=30) as client:
+        with httpx2.Client(base_url=server.url, timeout=30) as client:
             login(client)
     finally:
         restorer.join()
@@ -225,8 +225,8 @@ def test_serve_serves_once_the_database_is_back_within_the_timeout(
 
 
 async def _timed_login(
-    client: httpx.AsyncClient, body: dict[str, str]
-) -> tuple[httpx.Response, float]:
+    client: httpx2.AsyncClient, body: dict[str, str]
+) -> tuple[httpx2.Response, float]:
     started = time.monotonic()
     response = await client.post("/account/login", json=body)
     return response, time.monotonic() - started
@@ -245,9 +245,9 @@ def test_a_login_flood_past_the_argon2_queue_is_shed_at_once(
     )
     flood_size = 200
 
-    async def run() -> tuple[list[tuple[httpx.Response, float]], tuple[httpx.Response, float]]:
-        limits = httpx.Limits(max_connections=flood_size + 10)
-        async with httpx.AsyncClient(base_url=server.url, timeout=120, limits=limits) as client:
+    async def run() -> tuple[list[tuple[httpx2.Response, float]], tuple[httpx2.Response, float]]:
+        limits = httpx2.Limits(max_connections=flood_size + 10)
+        async with httpx2.AsyncClient(base_url=server.url, timeout=120, limits=limits) as client:
             flood = [
                 asyncio.ensure_future(
                     _timed_login(client, {"email": f"guess{n}@example.com", "password": "x"})
@@ -281,7 +281,7 @@ def test_sigterm_drains_readiness_first_then_exits(
     drain = 3
     server = live_server(command=SERVE, SHUTDOWN_DRAIN_SECONDS=str(drain))
     assert server.process is not None
-    with httpx.Client(base_url=server.url, timeout=SLACK_SECONDS) as client:
+    with httpx2.Client(base_url=server.url, timeout=SLACK_SECONDS) as client:
         assert client.get("/health/ready").status_code == 200
         started = time.monotonic()
         server.process.send_signal(signal.SIGTERM)

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from sqlalchemy.orm import Session
 
@@ -31,11 +31,11 @@ def until(condition: Callable[[], bool], seconds: float = RECOVERY_SECONDS) -> b
     return False
 
 
-def status_of(client: httpx.Client, access_token: str) -> int:
+def status_of(client: httpx2.Client, access_token: str) -> int:
     return client.get("/test", headers=bearer(access_token)).status_code
 
 
-def ended_sessions(client: httpx.Client) -> list[dict[str, Any]]:
+def ended_sessions(client: httpx2.Client) -> list[dict[str, Any]]:
     """Sessions ended three ways (logout, reuse, logout-all, which ends every session of
     the user): their pairs."""
     logged_out, reused, everywhere = login(client), login(client), login(client)
@@ -65,20 +65,20 @@ def store_env(redis_server: RedisServer) -> dict[str, str]:
 @pytest.fixture
 def two_instances(
     live_server: Callable[..., LiveServer], db: Session, store_env: dict[str, str]
-) -> Iterator[tuple[tuple[LiveServer, httpx.Client], tuple[LiveServer, httpx.Client]]]:
+) -> Iterator[tuple[tuple[LiveServer, httpx2.Client], tuple[LiveServer, httpx2.Client]]]:
     make_user(db)
     a = live_server(**store_env)
     b = live_server(**store_env)
     with (
-        httpx.Client(base_url=a.url, timeout=30) as to_a,
-        httpx.Client(base_url=b.url, timeout=30) as to_b,
+        httpx2.Client(base_url=a.url, timeout=30) as to_a,
+        httpx2.Client(base_url=b.url, timeout=30) as to_b,
     ):
         yield (a, to_a), (b, to_b)
 
 
 @pytest.mark.parametrize("loss", ["restart_empty", "flushall"])
 def test_a_lost_store_never_lets_an_ended_session_back_in_on_any_instance(
-    two_instances: tuple[tuple[LiveServer, httpx.Client], tuple[LiveServer, httpx.Client]],
+    two_instances: tuple[tuple[LiveServer, httpx2.Client], tuple[LiveServer, httpx2.Client]],
     redis_server: RedisServer,
     loss: str,
 ) -> None:
@@ -99,7 +99,7 @@ def test_a_lost_store_never_lets_an_ended_session_back_in_on_any_instance(
     # Recovered without restarting anything: ended sessions 401, the live one 200.
     for client in (a, b):
 
-        def recovered(client: httpx.Client = client) -> bool:
+        def recovered(client: httpx2.Client = client) -> bool:
             return {status_of(client, pair["access_token"]) for pair in ended} == {401}
 
         assert until(recovered)
@@ -119,7 +119,7 @@ def test_a_cut_store_answers_503_never_500_and_recovers_when_it_returns(
 ) -> None:
     make_user(db)
     server = live_server(**store_env)
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+    with httpx2.Client(base_url=server.url, timeout=30) as client:
         ended = ended_sessions(client)
         # After the logout-all of ended_sessions.
         pair = login(client)
@@ -164,14 +164,14 @@ def test_an_instance_started_while_the_store_is_down_says_so_and_recovers_withou
 ) -> None:
     make_user(db)
     first = live_server(**store_env)
-    with httpx.Client(base_url=first.url, timeout=30) as client:
+    with httpx2.Client(base_url=first.url, timeout=30) as client:
         ended = ended_sessions(client)
         # After the logout-all of ended_sessions.
         pair = login(client)
     redis_server.stop()
 
     server = live_server(**store_env)
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+    with httpx2.Client(base_url=server.url, timeout=30) as client:
         ready = client.get("/health/ready")
         during = {status_of(client, pair["access_token"]) for _ in range(50)}
         time.sleep(1)
@@ -199,7 +199,7 @@ def test_a_logged_out_token_stays_refused_through_the_leeway_window(
 ) -> None:
     make_user(db)
     server = live_server(**store_env, TOKEN_ACCESS_TTL_SECONDS=2, TOKEN_LEEWAY_SECONDS=6)
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+    with httpx2.Client(base_url=server.url, timeout=30) as client:
         ended, live = login(client), login(client)
         assert (
             client.post(

@@ -6,7 +6,7 @@ import signal
 import time
 from collections.abc import Callable
 
-import httpx
+import httpx2
 import pytest
 from sqlalchemy import Engine, func, select
 
@@ -127,7 +127,7 @@ def test_a_hanging_relay_slows_no_request_and_the_sender_times_out(
 
     # While the sender waits on the relay, requests that write to the database answer
     # at once (on SQLite the pool has one connection: the sender must not hold it).
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+    with httpx2.Client(base_url=server.url, timeout=30) as client:
         started = time.monotonic()
         registered = client.post(
             "/account/register", json={"email": "bob@example.com", "password": PASSWORD}

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import httpx
+import httpx2
 from sqlalchemy.orm import Session
 
 from tests.conftest import SERVE, LiveServer
@@ -47,7 +47,7 @@ def test_every_line_of_a_scenario_is_json_with_its_request_id(
 ) -> None:
     make_user(db)
     server = live_server(command=FAILING_APP)
-    with httpx.Client(base_url=server.url) as client:
+    with httpx2.Client(base_url=server.url) as client:
         pair = login(client)
         wrong = client.post(
             "/account/login", json={"email": "ada@example.com", "password": "wrong one here"}
@@ -55,7 +55,7 @@ def test_every_line_of_a_scenario_is_json_with_its_request_id(
         ok = client.get("/test", headers=bearer(pair["access_token"]))
         own_id = client.get("/health", headers={"X-Request-ID": "operator-chosen-id"})
     # Last, on a connection of its own: uvicorn closes the connection after an error.
-    boom = httpx.get(f"{server.url}{BOOM_PATH}")
+    boom = httpx2.get(f"{server.url}{BOOM_PATH}")
     assert boom.status_code == 500
     lines = parse(server.stop_and_read_log())
 
@@ -63,7 +63,7 @@ def test_every_line_of_a_scenario_is_json_with_its_request_id(
     assert {"uvicorn.error", "uvicorn.access", "app.audit", "app"} <= loggers
     assert any(line.get("message") == "Application startup complete." for line in lines)
 
-    def of(response: httpx.Response) -> list[dict[str, Any]]:
+    def of(response: httpx2.Response) -> list[dict[str, Any]]:
         return [
             line for line in lines if line.get("request_id") == response.headers["X-Request-ID"]
         ]
@@ -92,7 +92,7 @@ def test_serve_logs_json_and_prints_the_demo_password_plain(
     live_server: Callable[..., LiveServer],
 ) -> None:
     server = live_server("--demo", command=SERVE)
-    httpx.get(f"{server.url}/health")
+    httpx2.get(f"{server.url}/health")
     log = server.stop_and_read_log()
 
     person: list[str] = []
@@ -111,7 +111,7 @@ def test_log_format_text_is_for_a_terminal(
 ) -> None:
     make_user(db)
     server = live_server(LOG_FORMAT="text")
-    with httpx.Client(base_url=server.url) as client:
+    with httpx2.Client(base_url=server.url) as client:
         response = client.post(
             "/account/login", json={"email": "ada@example.com", "password": "wrong one\nhere"}
         )

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import delete
@@ -38,7 +38,7 @@ def local(app: Any) -> Iterator[TestClient]:
         yield client
 
 
-def scrape(client: TestClient | httpx.Client) -> dict[Any, float]:
+def scrape(client: TestClient | httpx2.Client) -> dict[Any, float]:
     response = client.get("/metrics")
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
@@ -307,8 +307,8 @@ def test_a_client_forwarded_by_a_believed_proxy_is_judged_by_its_own_address(
     # Plain uvicorn believes X-Forwarded-For from 127.0.0.1: the client is then 203.0.113.9.
     server = live_server()
 
-    direct = httpx.get(f"{server.url}/metrics")
-    forwarded = httpx.get(f"{server.url}/metrics", headers={"X-Forwarded-For": "203.0.113.9"})
+    direct = httpx2.get(f"{server.url}/metrics")
+    forwarded = httpx2.get(f"{server.url}/metrics", headers={"X-Forwarded-For": "203.0.113.9"})
 
     assert direct.status_code == 200
     assert "auth_logins_total" in direct.text

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -57,7 +57,7 @@ def test_metrics_add_up_the_requests_of_every_worker(
 
     def fetch(_: int) -> int:
         # A connection per request, so that both workers accept some.
-        return httpx.get(f"{server.url}{ROUTE}").status_code
+        return httpx2.get(f"{server.url}{ROUTE}").status_code
 
     sent = 0
     with ThreadPoolExecutor(8) as pool:
@@ -74,7 +74,7 @@ def test_metrics_add_up_the_requests_of_every_worker(
     wanted = key("http_request_duration_seconds_count", method="GET", route=ROUTE, status="200")
     for _ in range(6):
         # Whichever worker answers, it reports both workers' requests.
-        assert samples(httpx.get(f"{server.url}/metrics").text)[wanted] == sent
+        assert samples(httpx2.get(f"{server.url}/metrics").text)[wanted] == sent
     assert os.environ.get("PROMETHEUS_MULTIPROC_DIR") is None
 
 
@@ -82,14 +82,14 @@ def test_serve_sets_up_the_shared_folder_itself(live_server: Callable[..., LiveS
     server = live_server("--workers", "2", command=SERVE)
 
     def fetch(_: int) -> int:
-        return httpx.get(f"{server.url}{ROUTE}").status_code
+        return httpx2.get(f"{server.url}{ROUTE}").status_code
 
     with ThreadPoolExecutor(8) as pool:
         assert set(pool.map(fetch, range(2 * PER_ROUND))) == {200}
     wanted = key("http_request_duration_seconds_count", method="GET", route=ROUTE, status="200")
 
     def scraped() -> float:
-        return samples(httpx.get(f"{server.url}/metrics").text)[wanted]
+        return samples(httpx2.get(f"{server.url}/metrics").text)[wanted]
 
     assert settled(scraped, 2 * PER_ROUND) == 2 * PER_ROUND
     for _ in range(6):

@@ -23,6 +23,7 @@ from app.security.sealing import Sealer
 from app.security.token_cache import VerifiedTokens
 from app.services import links, outbox, sessions
 from app.services.links import LinkPolicy
+from app.services.logins import Logins
 from app.services.sessions import TokenIssuer
 from app.stores.revocations import POLL_SECONDS, RevokedSessions, revoked_sessions
 from app.stores.throttle import Throttle
@@ -53,6 +54,8 @@ class Runtime:
     clock: Callable[[], datetime] = field(default=utc_now)
     # Set when a graceful shutdown begins: /health/ready then answers 503.
     draining: bool = False
+    # Login and refresh, as every router calls them (built from the fields above).
+    logins: Logins = field(init=False)
 
     @classmethod
     def build(cls, settings: Settings) -> "Runtime":
@@ -114,6 +117,15 @@ class Runtime:
                 verify_ttl_seconds=settings.EMAIL_VERIFY_TTL_SECONDS,
                 reset_ttl_seconds=settings.PASSWORD_RESET_TTL_SECONDS,
             ),
+        )
+        runtime.logins = Logins(
+            hasher=runtime.hasher,
+            throttle=runtime.throttle,
+            issuer=runtime.issuer,
+            revoked=runtime.revoked,
+            sealer=sealer,
+            require_verified=settings.REQUIRE_VERIFIED_EMAIL,
+            clock=lambda: runtime.clock(),
         )
         runtime.hasher.on_depth = metrics.password_hash_queue_depth
         if settings.MAIL_BACKEND != "disabled":

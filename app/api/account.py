@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
 
-from app.api.cookies import clear_session_cookies, set_session_cookies
+from app.api.cookies import clear_session_cookies
 from app.api.deps import (
     AccessClaims,
     AuditDep,
@@ -17,9 +17,9 @@ from app.api.deps import (
     SameOrigin,
     ThrottledClient,
 )
+from app.api.grants import token_pair
 from app.api.openapi import BEARER_ERRORS, SESSION_COOKIES, problems
-from app.config import Settings
-from app.errors import InvalidToken, NotFound, RefreshTokenReused
+from app.errors import InvalidToken, NotFound
 from app.observability import metrics
 from app.observability.audit import Event
 from app.schemas import (
@@ -30,30 +30,9 @@ from app.schemas import (
     TokenPair,
     UserProfile,
 )
-from app.services import accounts, links, sessions, two_factor
+from app.services import accounts, links, sessions
 
 router = APIRouter(prefix="/account", tags=["account"])
-
-
-def token_pair(grant: sessions.Grant, response: Response, settings: Settings) -> TokenPair:
-    """The response body of every grant; in cookie mode the refresh token goes in a cookie
-    instead, where no script can read it. Routes returning it set response_model_exclude_none."""
-    # RFC 6749 §5.1: responses that carry tokens are never cached.
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Pragma"] = "no-cache"
-    if settings.TOKEN_COOKIE_MODE:
-        set_session_cookies(
-            response,
-            refresh_token=grant.refresh_token,
-            max_age=grant.refresh_expires_in,
-            secure=settings.TOKEN_COOKIE_SECURE,
-        )
-    return TokenPair(
-        access_token=grant.access_token,
-        expires_in=grant.expires_in,
-        refresh_token=None if settings.TOKEN_COOKIE_MODE else grant.refresh_token,
-        refresh_expires_in=grant.refresh_expires_in,
-    )
 
 
 @router.post(
@@ -74,26 +53,15 @@ async def login(
     """Exchange email and password (and, with two-factor on, `otp` or `recovery_code`) for
     an access token and a refresh token. 401 `/problems/two-factor-required` when the code
     is missing; a wrong code is the 400 `invalid credentials`."""
-    now = runtime.now()
-    second_factor = two_factor.PresentedFactor(
-        otp=body.otp, recovery_code=body.recovery_code, sealer=runtime.sealer, now=now, audit=audit
-    )
-    user = await accounts.authenticate(
+    grant = await runtime.logins.log_in(
         db,
-        hasher=runtime.hasher,
-        throttle=runtime.throttle,
         email=body.email,
         password=body.password,
+        otp=body.otp,
+        recovery_code=body.recovery_code,
+        client=client,
         audit=audit,
-        require_verified=runtime.settings.REQUIRE_VERIFIED_EMAIL,
-        second_factor=second_factor,
     )
-    # authenticate returns a two-factor user only after a good code.
-    amr = sessions.MULTI_FACTOR if user.two_factor_enabled else sessions.PASSWORD_ONLY
-    grant = await sessions.start(
-        db, issuer=runtime.issuer, user=user, client=client, now=now, audit=audit, amr=amr
-    )
-    await accounts.login_succeeded(runtime.throttle, body.email)
     return token_pair(grant, response, runtime.settings)
 
 
@@ -117,23 +85,12 @@ async def refresh(
     Cookie mode: with no token in the body, the `refresh_token` cookie is spent, and the
     `X-CSRF-Token` header must equal the `csrf_token` cookie (403 otherwise).
     """
-    try:
-        if refresh_token is None:
-            raise InvalidToken("no refresh token in the body or the cookie")
-        grant = await sessions.rotate(
-            db,
-            issuer=runtime.issuer,
-            refresh_token=refresh_token,
-            client=client,
-            revoked=runtime.revoked,
-            now=runtime.now(),
-            audit=audit,
-        )
-    except RefreshTokenReused:
-        raise  # counted as reuse_detected, with the audit event
-    except InvalidToken:
+    if refresh_token is None:
         metrics.refresh("invalid")
-        raise
+        raise InvalidToken("no refresh token in the body or the cookie")
+    grant = await runtime.logins.refresh(
+        db, refresh_token=refresh_token, client=client, audit=audit
+    )
     return token_pair(grant, response, runtime.settings)
 
 

@@ -8,23 +8,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
-from app.api.account import token_pair
 from app.api.deps import AuditDep, DbSession, RuntimeDep, SameOrigin, ThrottledClient
+from app.api.grants import token_pair
 from app.api.openapi import SESSION_COOKIES, problems
 from app.errors import (
     AppError,
     InvalidCredentials,
-    InvalidToken,
     InvalidTokenRequest,
-    RefreshTokenReused,
     TwoFactorRequired,
     UnsupportedGrantType,
     oauth_response,
 )
-from app.observability import metrics
 from app.observability.audit import Audit, Event
 from app.schemas import MAX_EMAIL_INPUT_LENGTH, OAuthErrorBody, Text, TokenPair, canonical_email
-from app.services import accounts, sessions
 
 
 class OAuthErrorRoute(APIRoute):
@@ -88,47 +84,27 @@ async def token(
     refresh_token: Annotated[Text | None, Form(description="with grant_type=refresh_token")] = None,
 ) -> TokenPair:
     """OAuth 2.0 token endpoint: grant_type=password or grant_type=refresh_token."""
-    now = runtime.now()
     if grant_type == "password":
         if username is None or password is None:
             raise InvalidTokenRequest("username and password are required")
-        email = _as_email(username, audit)
         try:
-            user = await accounts.authenticate(
+            grant = await runtime.logins.log_in(
                 db,
-                hasher=runtime.hasher,
-                throttle=runtime.throttle,
-                email=email,
+                email=_as_email(username, audit),
                 password=password,
+                client=client,
                 audit=audit,
-                require_verified=runtime.settings.REQUIRE_VERIFIED_EMAIL,
             )
         except TwoFactorRequired:
             # Said only after the right password. The form has no field for a code (Swagger
             # UI's Authorize button cannot send one): such accounts log in at /account/login.
             raise InvalidCredentials(TWO_FACTOR_ACCOUNT) from None
-        grant = await sessions.start(
-            db, issuer=runtime.issuer, user=user, client=client, now=now, audit=audit
-        )
-        await accounts.login_succeeded(runtime.throttle, email)
     elif grant_type == "refresh_token":
         if refresh_token is None:
             raise InvalidTokenRequest("refresh_token is required")
-        try:
-            grant = await sessions.rotate(
-                db,
-                issuer=runtime.issuer,
-                refresh_token=refresh_token,
-                client=client,
-                revoked=runtime.revoked,
-                now=now,
-                audit=audit,
-            )
-        except RefreshTokenReused:
-            raise  # counted as reuse_detected, with the audit event
-        except InvalidToken:
-            metrics.refresh("invalid")
-            raise
+        grant = await runtime.logins.refresh(
+            db, refresh_token=refresh_token, client=client, audit=audit
+        )
     elif grant_type is None:
         raise InvalidTokenRequest("grant_type is required")
     else:

@@ -181,3 +181,16 @@ def uvicorn_log_config(log_format: LogFormat) -> dict[str, Any]:
             "uvicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
         },
     }
+
+
+class DropQueryStrings(logging.Filter):
+    """uvicorn's access log prints the query string, where a client may have put a token."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            record.args = (args[0], args[1], args[2].split("?", 1)[0], *args[3:])
+        return True
+
+
+ACCESS_LOG_FILTER = DropQueryStrings()

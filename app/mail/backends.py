@@ -12,6 +12,7 @@ from email.utils import format_datetime, make_msgid
 from typing import Protocol
 
 import aiosmtplib
+import idna
 
 from app.config import Settings
 
@@ -38,12 +39,24 @@ class MailBackend(Protocol):
 def build_message(*, sender: str, to: str, subject: str, body: str, now: datetime) -> EmailMessage:
     message = EmailMessage()
     message["From"] = sender
-    message["To"] = to
+    message["To"] = ascii_domain(to)
     message["Subject"] = subject
     message["Date"] = format_datetime(now)
     message["Message-ID"] = make_msgid(domain=_domain(sender))
     message.set_content(body)
     return message
+
+
+def ascii_domain(address: str) -> str:
+    """The address with its domain in IDNA (A-label) form: canonical addresses keep the
+    Unicode domain (josé@exämple.de), which a relay without SMTPUTF8 refuses."""
+    local, at, domain = address.rpartition("@")
+    if not at or domain.isascii():
+        return address
+    try:
+        return f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
+    except idna.IDNAError:
+        return address
 
 
 def _domain(address: str) -> str:

@@ -2,11 +2,13 @@
 
 import secrets
 import stat
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from app.config import DATA_KEY_FILE, ConfigurationError, load_sealer, load_settings
+from app.mail.backends import build_message
 from app.mail.sender import MAX_RETRY_DELAY_SECONDS, retry_delay
 
 STRONG = secrets.token_urlsafe(48)
@@ -118,3 +120,23 @@ def test_retries_double_with_jitter_up_to_one_hour() -> None:
         assert 0.75 * nominal <= retry_delay(attempts, 5) <= 1.25 * nominal
     assert retry_delay(40, 5) == MAX_RETRY_DELAY_SECONDS
     assert len({retry_delay(3, 5) for _ in range(20)}) > 1
+
+
+@pytest.mark.parametrize(
+    ("address", "sent_to"),
+    [
+        pytest.param("josé@exämple.de", "josé@xn--exmple-cua.de", id="unicode-domain"),
+        pytest.param("ada@example.com", "ada@example.com", id="ascii"),
+        pytest.param("ada@bücher.example", "ada@xn--bcher-kva.example", id="subdomain"),
+    ],
+)
+def test_a_recipients_unicode_domain_is_sent_in_its_idna_form(address: str, sent_to: str) -> None:
+    message = build_message(
+        sender="JWT auth API <no-reply@localhost>",
+        to=address,
+        subject="Reset your password",
+        body="a link",
+        now=datetime.now(UTC),
+    )
+
+    assert message["To"] == sent_to

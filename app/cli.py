@@ -1,6 +1,8 @@
 """The jwt-auth-api command: serve, create-user, delete-user, reset-two-factor, prune, keys,
 send-test-mail."""
 
+from __future__ import annotations
+
 import argparse
 import asyncio
 import getpass
@@ -16,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,6 +29,11 @@ from app.config import (
     load_settings,
     read_settings,
 )
+
+if TYPE_CHECKING:
+    from app.models import User
+    from app.observability.audit import Audit
+    from app.stores.revocations import RevokedSessions
 
 DEMO_EMAIL = "demo@example.com"
 # prometheus-client's multiprocess mode reads this variable when it is imported.
@@ -361,88 +368,89 @@ def create_user(args: argparse.Namespace) -> int:
     return 0
 
 
-def delete_user(args: argparse.Namespace) -> int:
+R = TypeVar("R")
+
+
+def _on_user(
+    command: str,
+    email_argument: str,
+    change: Callable[[AsyncSession, User, RevokedSessions, Audit], Awaitable[R]],
+) -> R | None:
+    """Run `change(db, user, revoked, audit)` on the user with this email, its row locked,
+    in one transaction; None when there is no such user. Sessions it ends reach a running
+    service at once with redis://, within 2 s with memory:// (ended-session records)."""
+    from sqlalchemy import select
+
     from app.models import User
     from app.observability.audit import Audit
     from app.observability.logging import configure_logging
-    from app.runtime import utc_now
     from app.schemas import canonical_email
-    from app.services import accounts
     from app.stores.revocations import revoked_sessions
 
     settings = load_settings()
     _require_schema(settings)
-    email = canonical_email(args.email)
-    # With redis:// the running service refuses the user's access tokens at once.
+    email = canonical_email(email_argument)
     revoked = revoked_sessions(settings.RATE_LIMIT_STORAGE_URL, settings.retention_seconds)
     configure_logging(settings.LOG_FORMAT)
-    audit = Audit(request_id=None, ip=None, user_agent=None, path="cli:delete-user")
+    audit = Audit(request_id=None, ip=None, user_agent=None, path=f"cli:{command}")
 
-    async def work(db: AsyncSession) -> bool:
-        from sqlalchemy import select
-
-        user = (
-            await db.scalars(select(User).where(User.email == email).with_for_update())
-        ).one_or_none()
-        if user is None:
-            return False
-        await accounts.delete_user(db, user=user, revoked=revoked, now=utc_now(), audit=audit)
-        return True
-
-    async def run() -> bool:
-        try:
-            return await _with_db(settings, work)
-        finally:
-            await revoked.close()
-
-    if not asyncio.run(run()):
-        print(f"error: no user {email}", file=sys.stderr)
-        return 1
-    print(f"user {email} deleted")
-    return 0
-
-
-def reset_two_factor(args: argparse.Namespace) -> int:
-    from app.models import User
-    from app.observability.audit import Audit
-    from app.observability.logging import configure_logging
-    from app.runtime import utc_now
-    from app.schemas import canonical_email
-    from app.services import accounts, two_factor
-    from app.stores.revocations import revoked_sessions
-
-    settings = load_settings()
-    _require_schema(settings)
-    email = canonical_email(args.email)
-    revoked = revoked_sessions(settings.RATE_LIMIT_STORAGE_URL, settings.retention_seconds)
-    configure_logging(settings.LOG_FORMAT)
-    audit = Audit(request_id=None, ip=None, user_agent=None, path="cli:reset-two-factor")
-
-    async def work(db: AsyncSession) -> int | None:
-        from sqlalchemy import select
-
+    async def work(db: AsyncSession) -> R | None:
         user = (
             await db.scalars(select(User).where(User.email == email).with_for_update())
         ).one_or_none()
         if user is None:
             return None
-        await two_factor.switch_off(db, user=user, audit=audit)
-        # The lost device may hold sessions too: they end with the factor.
-        ended = await accounts.end_every_session(db, user=user, revoked=revoked, now=utc_now())
-        return len(ended)
+        return await change(db, user, revoked, audit)
 
-    async def run() -> int | None:
+    async def run() -> R | None:
         try:
             return await _with_db(settings, work)
         finally:
             await revoked.close()
 
-    ended = asyncio.run(run())
-    if ended is None:
+    result = asyncio.run(run())
+    if result is None:
         print(f"error: no user {email}", file=sys.stderr)
+    return result
+
+
+def delete_user(args: argparse.Namespace) -> int:
+    from app.runtime import utc_now
+    from app.services import accounts
+
+    async def delete(db: AsyncSession, user: User, revoked: RevokedSessions, audit: Audit) -> bool:
+        await accounts.delete_user(db, user=user, revoked=revoked, now=utc_now(), audit=audit)
+        return True
+
+    if _on_user("delete-user", args.email, delete) is None:
         return 1
-    print(f"two-factor is off for {email}; {ended} session(s) ended")
+    print(f"user {canonical_email_of(args.email)} deleted")
     return 0
+
+
+def reset_two_factor(args: argparse.Namespace) -> int:
+    from app.runtime import utc_now
+    from app.services import accounts, two_factor
+
+    async def switch_off(
+        db: AsyncSession, user: User, revoked: RevokedSessions, audit: Audit
+    ) -> int:
+        await two_factor.switch_off(db, user=user, audit=audit)
+        # The lost device may hold sessions too: they end with the factor.
+        ended = await accounts.end_every_session(db, user=user, revoked=revoked, now=utc_now())
+        return len(ended)
+
+    ended = _on_user("reset-two-factor", args.email, switch_off)
+    if ended is None:
+        return 1
+    print(f"two-factor is off for {canonical_email_of(args.email)}; {ended} session(s) ended")
+    return 0
+
+
+def canonical_email_of(address: str) -> str:
+    from app.schemas import canonical_email
+
+    return canonical_email(address)
 
 
 def _read_password() -> str:

@@ -3,7 +3,6 @@
 import re
 from collections.abc import Iterator
 from html.parser import HTMLParser
-from xml.etree import ElementTree
 
 import pytest
 from fastapi.testclient import TestClient
@@ -165,9 +164,10 @@ def test_the_demo_draws_an_otpauth_uri_as_an_svg_qr_code_that_is_never_cached(
     assert response.status_code == 200
     assert response.headers["content-type"] == "image/svg+xml"
     assert response.headers["Cache-Control"] == "no-store"
-    svg = ElementTree.fromstring(response.content)
-    assert svg.tag == "{http://www.w3.org/2000/svg}svg"
-    assert int(svg.attrib["width"]) > 0
+    svg = re.match(rb'<svg xmlns="http://www.w3.org/2000/svg" width="(\d+)"', response.content)
+    assert svg is not None
+    assert int(svg[1]) > 0
+    assert response.content.rstrip().endswith(b"</svg>")
     # Only drawing: no script and no link inside the image.
     assert b"<script" not in response.content
     assert b"href" not in response.content

@@ -1,12 +1,19 @@
-"""GET /demo: a small browser client of cookie mode, plain HTML and JavaScript from the package."""
+"""GET /demo: a small browser client of cookie mode, plain HTML and JavaScript from the package.
 
+POST /demo/qr draws the otpauth:// URI of a two-factor setup as an SVG QR code, here on the
+server, so that the page needs no script from a CDN and no QR library of its own.
+"""
+
+import io
 from importlib.resources import files
 from typing import Annotated
 
+import segno
 from fastapi import APIRouter, Path
 from fastapi.responses import HTMLResponse, Response
+from pydantic import BaseModel, StringConstraints
 
-from app.api.deps import SettingsDep
+from app.api.deps import CurrentUser, SettingsDep, ThrottledClient
 from app.errors import NotFound
 
 router = APIRouter(include_in_schema=False)
@@ -19,7 +26,8 @@ CONTENT_SECURITY_POLICY = "; ".join(
         "default-src 'self'",
         "script-src 'self'",
         "style-src 'self'",
-        "img-src 'self'",
+        # blob: for the QR code, an SVG the script fetched; as an <img>, it runs no script.
+        "img-src 'self' blob:",
         "connect-src 'self'",
         "object-src 'none'",
         "base-uri 'none'",
@@ -50,3 +58,27 @@ async def demo_asset(name: Annotated[str, Path()]) -> Response:
         raise NotFound()
     content = (ASSETS / name).read_bytes()
     return Response(content, media_type=MEDIA_TYPES[name], headers=SECURITY_HEADERS)
+
+
+# An otpauth URI of this service is about 150 characters; room for a long issuer and email.
+OtpauthUri = Annotated[str, StringConstraints(max_length=1024, pattern=r"^otpauth://totp/")]
+
+
+class QrRequest(BaseModel):
+    uri: OtpauthUri
+
+
+@router.post("/demo/qr")
+async def demo_qr(body: QrRequest, user: CurrentUser, client: ThrottledClient) -> Response:
+    """The URI the page has just received from POST /account/2fa/totp, as a QR code.
+
+    Only for a signed-in caller (no open QR service), under IP_RATE_LIMIT like the two-factor
+    routes. The URI holds the secret: the answer is never cached, and the URI is never logged.
+    """
+    buffer = io.BytesIO()
+    # A white background and the standard quiet zone, so that phones read it in dark mode too.
+    segno.make(body.uri, error="m").save(
+        buffer, kind="svg", scale=5, dark="#000", light="#fff", xmldecl=False, title=None
+    )
+    headers = {**SECURITY_HEADERS, "Cache-Control": "no-store", "Pragma": "no-cache"}
+    return Response(buffer.getvalue(), media_type="image/svg+xml", headers=headers)

@@ -9,11 +9,17 @@
 //   refreshes with the same cookie would end the session. Every caller that needs a refresh
 //   waits for the one promise in flight, and a Web Lock keeps the tabs of this origin, which
 //   share the cookie, from refreshing at the same time.
+// - Two-factor: the page enrols the user (the otpauth:// URI becomes a QR code drawn by the
+//   service as SVG, shown from a blob: URL) and, when a login answers 401
+//   two-factor-required, asks for a code and sends the login again with it.
 
 const CSRF_COOKIE = "csrf_token";
 const CSRF_HEADER = "X-CSRF-Token";
 const REFRESH_LOCK = "jwt-auth-demo-refresh";
 const PARALLEL_CALLS = 5;
+const JSON_HEADERS = { "Content-Type": "application/json" };
+const TWO_FACTOR_REQUIRED = "/problems/two-factor-required";
+const TOTP_CODE = /^\d{6}$/;
 
 const $ = (id) => document.getElementById(id);
 
@@ -26,6 +32,7 @@ const state = {
   refreshes: 0,
   refreshing: null, // the one refresh in flight
   timer: null,
+  qrUrl: null, // the blob: URL of the QR code on show
 };
 
 class SessionEnded extends Error {}
@@ -136,22 +143,140 @@ async function callTest() {
 }
 
 async function login() {
+  const credentials = { email: $("email").value, password: $("password").value };
+  const code = $("otp-field").hidden ? "" : $("otp").value.trim();
+  if (code) {
+    // Six digits from the app, or a recovery code (xxxxx-xxxxx) when the app is lost.
+    credentials[TOTP_CODE.test(code) ? "otp" : "recovery_code"] = code;
+  }
   const response = await fetch("/account/login", {
     method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ email: $("email").value, password: $("password").value }),
+    headers: JSON_HEADERS,
+    body: JSON.stringify(credentials),
     credentials: "same-origin",
   });
   const body = await response.json();
+  if (response.status === 401 && body.type === TWO_FACTOR_REQUIRED) {
+    askForCode();
+    return;
+  }
   if (!response.ok) {
     setStatus(`Login refused (${response.status}): ${body.detail}`);
+    $("otp").value = "";
     return;
   }
   $("password").value = "";
+  hideCodeField();
   state.refreshes = 0;
   setStatus("");
   accept(body);
-  log(`Logged in as ${state.claims.email}`);
+  log(`Logged in as ${state.claims.email}${code ? " with a second factor" : ""}`);
+  await loadTwoFactor();
+}
+
+function askForCode() {
+  // The password was right; the same login goes again with a code.
+  $("otp-field").hidden = false;
+  $("otp").value = "";
+  $("otp").focus();
+  setStatus("This account has two-factor on: enter the code from your authenticator app.");
+  log("Login needs a one-time code");
+}
+
+function hideCodeField() {
+  $("otp").value = "";
+  $("otp-field").hidden = true;
+}
+
+function showTwoFactor(view) {
+  // view: "off", "enrolling", "recovery" (codes on show), "on", or null (not known yet)
+  const texts = {
+    off: "Off: the password alone logs in.",
+    enrolling: "Setting up: confirm with a code from the app to switch it on.",
+    recovery: "On: logging in needs a code from the app.",
+    on: "On: logging in needs a code from the app.",
+  };
+  $("tf-status").textContent = texts[view] ?? "";
+  $("tf-begin-form").hidden = view !== "off";
+  $("tf-enrol").hidden = view !== "enrolling";
+  $("tf-recovery").hidden = view !== "recovery";
+  if (view !== "enrolling") {
+    forgetQr();
+    $("tf-secret").textContent = "";
+    $("tf-code").value = "";
+  }
+  if (view !== "recovery") $("tf-recovery-codes").replaceChildren();
+  if (view !== "off") $("tf-password").value = "";
+}
+
+async function loadTwoFactor() {
+  const response = await api("/account/me");
+  if (!response.ok) return;
+  const profile = await response.json();
+  showTwoFactor(profile.two_factor_enabled ? "on" : "off");
+}
+
+async function beginTwoFactor() {
+  const response = await api("/account/2fa/totp", {
+    method: "POST",
+    headers: JSON_HEADERS,
+    body: JSON.stringify({ password: $("tf-password").value }),
+  });
+  const body = await response.json();
+  $("tf-password").value = "";
+  if (!response.ok) {
+    setStatus(`Two-factor setup refused (${response.status}): ${body.detail}`);
+    return;
+  }
+  showTwoFactor("enrolling");
+  $("tf-secret").textContent = body.secret;
+  await showQrCode(body.otpauth_uri);
+  setStatus("");
+  $("tf-code").focus();
+  log("Two-factor setup begun: scan the QR code, then confirm with a code");
+}
+
+async function showQrCode(uri) {
+  // The service draws the code (no QR library in this page, no CDN); an SVG shown through
+  // <img> runs no script, and its blob: URL is allowed by img-src.
+  const response = await api("/demo/qr", {
+    method: "POST",
+    headers: JSON_HEADERS,
+    body: JSON.stringify({ uri }),
+  });
+  if (!response.ok) throw new Error(`the QR code was refused (${response.status})`);
+  forgetQr();
+  state.qrUrl = URL.createObjectURL(await response.blob());
+  $("tf-qr").src = state.qrUrl;
+}
+
+function forgetQr() {
+  if (state.qrUrl) URL.revokeObjectURL(state.qrUrl);
+  state.qrUrl = null;
+  $("tf-qr").removeAttribute("src");
+}
+
+async function confirmTwoFactor() {
+  const response = await api("/account/2fa/totp/confirm", {
+    method: "POST",
+    headers: JSON_HEADERS,
+    body: JSON.stringify({ code: $("tf-code").value.trim() }),
+  });
+  const body = await response.json();
+  $("tf-code").value = "";
+  if (!response.ok) {
+    setStatus(`Code refused (${response.status}): ${body.detail}`);
+    return;
+  }
+  showTwoFactor("recovery");
+  const items = body.recovery_codes.map((code) => {
+    const item = document.createElement("li");
+    item.textContent = code;
+    return item;
+  });
+  $("tf-recovery-codes").replaceChildren(...items);
+  setStatus("Two-factor is on; every other session of this account has ended.");
+  log("Two-factor enabled");
 }
 
 async function clearCookieSession() {
@@ -192,6 +317,8 @@ function endSession(message) {
     sessionEndsAt: 0,
     timer: null,
   });
+  showTwoFactor(null);
+  hideCodeField();
   setStatus(message);
   render();
 }
@@ -266,6 +393,15 @@ function start() {
   $("logout").addEventListener("click", () => run(logout));
   $("logout-all").addEventListener("click", () => run(logoutEverywhere));
   $("auto-refresh").addEventListener("change", scheduleRefresh);
+  $("tf-begin-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    run(beginTwoFactor);
+  });
+  $("tf-confirm-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    run(confirmTwoFactor);
+  });
+  $("tf-recovery-done").addEventListener("click", () => showTwoFactor("on"));
   setInterval(tick, 250);
 
   if (readCookie(CSRF_COOKIE)) {
@@ -273,6 +409,7 @@ function start() {
     run(async () => {
       await refresh();
       log("Resumed the session with a refresh");
+      await loadTwoFactor();
     });
   } else {
     render();

@@ -6,9 +6,11 @@ from html.parser import HTMLParser
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.main import create_app
+from tests.factories import bearer, login, make_user
 
 ASSETS = [
     pytest.param("/demo/demo.js", "text/javascript", id="script"),
@@ -64,6 +66,8 @@ def test_the_demo_page_is_served_with_a_strict_content_security_policy(
     assert policy["default-src"] == "'self'"
     assert policy["script-src"] == "'self'"
     assert policy["frame-ancestors"] == "'none'"
+    # The QR code of a two-factor setup is shown from a blob: URL; nothing else is added.
+    assert policy["img-src"] == "'self' blob:"
     assert "unsafe" not in response.headers["Content-Security-Policy"]
     assert response.headers["X-Content-Type-Options"] == "nosniff"
 
@@ -140,3 +144,54 @@ def test_the_demo_is_not_part_of_the_api_document(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
 
     assert not [path for path in paths if path.startswith("/demo")]
+
+
+OTPAUTH_URI = "otpauth://totp/JWT%20auth%20API:ada%40example.com?secret=JBSWY3DPEHPK3PXP"
+
+
+@pytest.fixture
+def access_token(client: TestClient, db: Session) -> str:
+    make_user(db)
+    token: str = login(client)["access_token"]
+    return token
+
+
+def test_the_demo_draws_an_otpauth_uri_as_an_svg_qr_code_that_is_never_cached(
+    client: TestClient, access_token: str
+) -> None:
+    response = client.post("/demo/qr", json={"uri": OTPAUTH_URI}, headers=bearer(access_token))
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/svg+xml"
+    assert response.headers["Cache-Control"] == "no-store"
+    svg = re.match(rb'<svg xmlns="http://www.w3.org/2000/svg" width="(\d+)"', response.content)
+    assert svg is not None
+    assert int(svg[1]) > 0
+    assert response.content.rstrip().endswith(b"</svg>")
+    # Only drawing: no script and no link inside the image.
+    assert b"<script" not in response.content
+    assert b"href" not in response.content
+
+
+def test_the_qr_code_needs_a_signed_in_caller(client: TestClient) -> None:
+    response = client.post("/demo/qr", json={"uri": OTPAUTH_URI})
+
+    assert response.status_code == 401
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        pytest.param("https://example.com/", id="not-otpauth"),
+        pytest.param("otpauth://hotp/x?secret=JBSWY3DPEHPK3PXP", id="not-totp"),
+        pytest.param("otpauth://totp/" + "a" * 1100, id="too-long"),
+    ],
+)
+def test_the_qr_code_is_only_drawn_for_a_totp_uri(
+    client: TestClient, access_token: str, uri: str
+) -> None:
+    response = client.post("/demo/qr", json={"uri": uri}, headers=bearer(access_token))
+
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"

@@ -44,7 +44,7 @@ PEERS_ARGON2 = {
     "PASSWORD_HASH_TIME_COST": "3",
     "PASSWORD_HASH_PARALLELISM": "4",
 }
-PASSWORD = "a long benchmark passphrase"
+PASSWORD = "a long load-testing passphrase"
 POSTGRES_SERVER = os.environ.get(
     "BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )

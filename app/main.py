@@ -29,7 +29,7 @@ from starlette.types import ASGIApp
 from app.api import account, admin, demo, health, protected, token
 from app.api import metrics as metrics_route
 from app.api.deps import require_json_body
-from app.api.middleware import BearerRejections, BodyLimit, SecurityHeaders, page_policy
+from app.api.middleware import BodyLimit, SecurityHeaders, page_policy
 from app.api.openapi import install_openapi
 from app.config import SERVE_MARKER, Settings, load_settings
 from app.db import schema_state
@@ -269,9 +269,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         Exception,
     ):
         app.add_exception_handler(kind, _error_response)
-    # Innermost: a rejected access token is answered before routing, inside the body limit
-    # and CORS, so the 401 carries the same headers as the app's own.
-    app.add_middleware(BearerRejections)
     app.add_middleware(BodyLimit)
     if settings.CORS_ORIGINS:
         # Outside the body limit, so a 413 still tells an allowed origin's script why.

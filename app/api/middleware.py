@@ -5,19 +5,12 @@ import base64
 import hashlib
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
 
-from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
-from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api import deps
-from app.errors import InvalidToken, RequestTooLarge, problem_response
-from app.observability import metrics
+from app.errors import RequestTooLarge, problem_response
 from app.observability.logging import REQUEST_ID
-from app.security.access_tokens import TokenRejected
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -159,118 +152,3 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
-
-
-# Dependencies that may run before the bearer check and never refuse a request without a
-# body: a route whose earlier dependencies are all here answers a bad token with 401 first.
-_HARMLESS_BEFORE_BEARER = frozenset(
-    {deps.require_json_body, deps.get_runtime, deps.get_settings, deps.get_client, deps.get_audit}
-)
-MAX_CACHED_PATHS = 1024
-MAX_CACHED_REASONS = 64
-
-
-def _calls(dependant: Dependant) -> Iterator[Callable[..., Any] | None]:
-    """The dependency calls in the order FastAPI solves them (sub-dependencies first)."""
-    for sub in dependant.dependencies:
-        yield from _calls(sub)
-        yield sub.call
-
-
-def _bearer_first(route: BaseRoute) -> bool:
-    """Whether the bearer check is the first thing that can refuse a request on `route`."""
-    if not isinstance(route, APIRoute) or route.body_field is not None:
-        return False
-    for call in _calls(route.dependant):
-        if call is deps.bearer:
-            return True
-        if call not in _HARMLESS_BEFORE_BEARER:
-            return False
-    return False
-
-
-class BearerRejections:
-    """Answers a rejected access token with a pre-rendered 401 before routing and FastAPI's
-    dependency machinery: a flood of forged tokens costs one header read and one signature
-    check per request, and no exception.
-
-    Only where the normal path would answer exactly the same: a route (matched as Starlette
-    matches it) whose first refusing dependency is the bearer check, one Authorization
-    header with a Bearer token and no token in the query string. Anything else, and every
-    token that passes, goes on to the app, whose bearer check decides as before (a passing
-    token is a cache hit there) and also checks the session.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self._routes: dict[tuple[str, str], BaseRoute | None] = {}
-        # Body and headers of each reason's 401, built once (the realm is fixed at start-up).
-        self._answers: dict[str, tuple[list[tuple[bytes, bytes]], bytes]] = {}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or b"access_token" in scope["query_string"]:
-            await self.app(scope, receive, send)
-            return
-        token = _single_bearer_token(scope["headers"])
-        if token is None:
-            await self.app(scope, receive, send)
-            return
-        route = self._route(scope)
-        if route is None:
-            await self.app(scope, receive, send)
-            return
-        runtime = scope["app"].state.runtime
-        try:
-            runtime.access_tokens.decode(token)
-        except TokenRejected as exc:
-            reason = exc.reason
-        else:
-            await self.app(scope, receive, send)
-            return
-        metrics.access_token_rejected(reason)
-        scope["route"] = route  # for the request-duration metric, as the router would
-        headers, body = self._answer(reason, runtime.settings.TOKEN_ISSUER)
-        await send({"type": "http.response.start", "status": 401, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    def _route(self, scope: Scope) -> BaseRoute | None:
-        """The route the router would pick when the bearer check comes first on it, else None."""
-        key = (scope["method"], scope["path"])
-        if key in self._routes:
-            return self._routes[key]
-        found: BaseRoute | None = None
-        for route in scope["app"].router.routes:
-            match, _ = route.matches(scope)
-            if match is Match.FULL:
-                found = route if _bearer_first(route) else None
-                break
-        if len(self._routes) < MAX_CACHED_PATHS:
-            self._routes[key] = found
-        return found
-
-    def _answer(self, reason: str, realm: str) -> tuple[list[tuple[bytes, bytes]], bytes]:
-        answer = self._answers.get(reason)
-        if answer is None:
-            response = problem_response(InvalidToken(reason), realm)
-            answer = (response.raw_headers, bytes(response.body))
-            if len(self._answers) < MAX_CACHED_REASONS:
-                self._answers[reason] = answer
-        # A copy: an outer layer adds its headers to the list it is given.
-        return list(answer[0]), answer[1]
-
-
-def _single_bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
-    """The token of the one `Authorization: Bearer <token>` header, else None (no header,
-    two of them, another scheme, an empty token: the app's bearer check answers those)."""
-    found: bytes | None = None
-    for name, value in headers:
-        if name == b"authorization":
-            if found is not None:
-                return None
-            found = value
-    if found is None:
-        return None
-    scheme, _, credentials = found.decode("latin-1").partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    return credentials.strip(" ") or None

@@ -7,7 +7,7 @@ import hmac
 import json
 import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -66,6 +66,12 @@ class AccessTokenCodec:
         self._signing_key = signing_key
         # Verification needs only the public half of an asymmetric signing key.
         self._keys = {key.kid: key.verifying() for key in (signing_key, *verification_keys)}
+        # HMAC keys are checked here, before PyJWT parses anything (asymmetric keys: PyJWT).
+        self._hmac_secrets = {
+            kid: key.material
+            for kid, key in self._keys.items()
+            if key.algorithm in HMAC_ALGORITHMS and isinstance(key.material, bytes)
+        }
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway_seconds
@@ -123,10 +129,11 @@ class AccessTokenCodec:
         # RFC 7515 §4.1.11: we understand no extension, so any "crit" must be refused.
         if "crit" in header:
             raise TokenRejected("unsupported critical header")
-        if key.algorithm in HMAC_ALGORITHMS:
+        secret = self._hmac_secrets.get(key.kid)
+        if secret is not None:
             # The signature first, over the raw signing input: a forged token costs one HMAC
             # and no claims parsing. PyJWT then reads the (now authentic) claims.
-            _check_hmac(token, key)
+            _check_hmac(token, secret, _HMAC_DIGESTS[key.algorithm])
         return self._verified_claims(token, key)
 
     def _verified_claims(self, token: str, key: Key) -> AccessClaims:
@@ -182,7 +189,7 @@ def _canonical_segment(segment: str) -> bytes:
     return data
 
 
-def _check_hmac(token: str, key: Key) -> None:
+def _check_hmac(token: str, secret: bytes, digest: Callable[[], Any]) -> None:
     """The HMAC signature of a compact JWS whose header passed, compared in constant time.
 
     Every segment must be canonical base64url first (the shape check, as in PyJWT), so the
@@ -192,9 +199,7 @@ def _check_hmac(token: str, key: Key) -> None:
     _canonical_segment(header_segment)
     _canonical_segment(payload_segment)
     signature = _canonical_segment(signature_segment)
-    secret = key.verification_material
-    assert isinstance(secret, bytes)  # an HMAC key's material is its secret
-    expected = hmac.digest(secret, signing_input.encode("ascii"), _HMAC_DIGESTS[key.algorithm])
+    expected = hmac.digest(secret, signing_input.encode("ascii"), digest)
     if not hmac.compare_digest(expected, signature):
         raise TokenRejected("bad signature")
 

@@ -131,3 +131,21 @@ def test_a_forged_token_is_refused_without_a_database_read_or_claims_parsing(
     assert statements == []
     assert calls["claims"] == 0
     assert calls["jwt.decode"] == 0
+
+
+def test_a_refresh_spends_and_issues_in_the_fewest_statements(
+    client: TestClient, db: Session, statements: list[str]
+) -> None:
+    """PostgreSQL: one statement (spend, child, link); SQLite: the spend, the child, the link.
+
+    The spend reads the user's claims and roles itself: no statement of its own for them.
+    """
+    make_user(db)
+    pair = login(client)
+    statements.clear()
+    response = client.post("/account/refresh", json={"refresh_token": pair["refresh_token"]})
+    assert response.status_code == 200, response.text
+    sent = [s for s in statements if s not in {"pool checkout", "BEGIN", "BEGIN IMMEDIATE"}]
+    expected = 1 if db.get_bind().dialect.name == "postgresql" else 3
+    assert len(sent) == expected, sent
+    assert not any(s.lstrip().upper().startswith("SELECT") for s in sent[1:]), sent

@@ -36,28 +36,41 @@ LUA = BENCH / "lua"
 RESULTS = BENCH / "results"
 SERVER_CORE, LOAD_CORE = "0", "1"
 EMAIL = "bench@example.com"
-PASSWORD = "a long benchmark passphrase"
+# The account whose hash has the peers' argon2 cost, logged in to by the M3 peers' storm.
+PEERS_EMAIL = "peers@example.com"
+# Argon2 as the apps we compare with configure it: 64 MiB, t=3, p=4.
+PEERS_ARGON2 = {
+    "PASSWORD_HASH_MEMORY_KIB": str(64 * 1024),
+    "PASSWORD_HASH_TIME_COST": "3",
+    "PASSWORD_HASH_PARALLELISM": "4",
+}
+PASSWORD = "a long load-testing passphrase"
 POSTGRES_SERVER = os.environ.get(
     "BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
-# wrk runs per database and repetition (M1: 4, M2: 3, M3: 1, M5: 1), and the set-up of one
-# database (migrate, create the account, start three servers, mint refresh tokens), in s.
-RUNS_PER_REPETITION = 9
-SETUP_SECONDS = 30
+# wrk runs per database and repetition (M1: 5, M2: 3, M3: 2, M5: 1), and the set-up of one
+# database (migrate, create the accounts, start four servers, mint refresh tokens), in s.
+RUNS_PER_REPETITION = 11
+SETUP_SECONDS = 40
 PROTECTED_CONNECTIONS = 32
 LOGIN_CONNECTIONS = 8
 REPETITIONS = 3
 
 TARGETS = {
-    "M1 memory": 0.80,
-    "M1 redis": 0.50,
-    "M2 login / argon2 ceiling": 0.85,
-    "M3 p99 x of M1": 3.0,
-    "M3 req/s of M1": 0.40,
-    "M4 forged": 0.60,
+    "M1 memory": 0.85,
+    "M1 redis": 0.60,
+    "M2 login / argon2 ceiling": 0.90,
+    "M3 p99 x of M1": 2.0,
+    "M3 req/s of M1": 0.60,
+    "M3 peers' argon2 p99 x of M1": 2.0,
+    "M3 peers' argon2 req/s of M1": 0.60,
+    "M4 forged": 0.70,
+    "M4 forged, same token": 0.70,
     "M5 refresh": 0.10,
 }
+# Lower is better for these.
+AT_MOST = frozenset({"M3 p99 x of M1", "M3 peers' argon2 p99 x of M1"})
 
 
 def pinned(core: str, command: list[str]) -> list[str]:
@@ -213,19 +226,21 @@ def database(kind: str, workdir: Path, postgres_url: str) -> Iterator[str]:
 
 
 def prepare(env: dict[str, str]) -> None:
-    """Migrate and create the benchmark account, as an operator would."""
+    """Migrate and create the benchmark accounts (one at the peers' argon2 cost), as an
+    operator would."""
     full_env = {**os.environ, **env}
     command = str(Path(sys.executable).parent / "jwt-auth-api")
     subprocess.run([command, "migrate"], cwd=ROOT, env=full_env, check=True)
-    subprocess.run(
-        [command, "create-user", "--email", EMAIL],
-        cwd=ROOT,
-        env=full_env,
-        input=PASSWORD + "\n",
-        text=True,
-        check=True,
-        capture_output=True,
-    )
+    for email, extra in ((EMAIL, {}), (PEERS_EMAIL, PEERS_ARGON2)):
+        subprocess.run(
+            [command, "create-user", "--email", email],
+            cwd=ROOT,
+            env={**full_env, **extra},
+            input=PASSWORD + "\n",
+            text=True,
+            check=True,
+            capture_output=True,
+        )
 
 
 def login(url: str) -> dict[str, Any]:
@@ -247,7 +262,7 @@ class Options:
 
 def bench_database(kind: str, options: Options, workdir: Path) -> dict[str, Any]:
     ports: Iterator[int] = (
-        iter(range(options.port_base, options.port_base + 3))
+        iter(range(options.port_base, options.port_base + 4))
         if (options.port_base is not None)
         else iter(free_port, None)
     )
@@ -269,6 +284,12 @@ def bench_database(kind: str, options: Options, workdir: Path) -> dict[str, Any]
                 "service (redis://)",
                 "app.main:app",
                 {**env, "RATE_LIMIT_STORAGE_URL": options.redis_url},
+                next(ports),
+            ),
+            "peers": Server(
+                "service (memory://, peers' argon2)",
+                "app.main:app",
+                {**env, **PEERS_ARGON2},
                 next(ports),
             ),
         }
@@ -298,6 +319,13 @@ def measure(servers: dict[str, Server], seconds: int) -> dict[str, Any]:
             "forged": lambda: wrk(
                 f"{memory.url}/test", "forged.lua", PROTECTED_CONNECTIONS, seconds, TOKEN=token
             ),
+            "forged same": lambda: wrk(
+                f"{memory.url}/test",
+                "forged_same.lua",
+                PROTECTED_CONNECTIONS,
+                seconds,
+                TOKEN=token,
+            ),
         }
     )
 
@@ -315,7 +343,7 @@ def measure(servers: dict[str, Server], seconds: int) -> dict[str, Any]:
     )
     ceiling = affinity_count() / argon2_verify_seconds()
 
-    def under_storm() -> Run:
+    def under_storm(server: Server, email: str) -> Run:
         storm = subprocess.Popen(
             pinned(
                 LOAD_CORE,
@@ -326,19 +354,24 @@ def measure(servers: dict[str, Server], seconds: int) -> dict[str, Any]:
                     f"-d{seconds + 2}s",
                     "-s",
                     str(LUA / "login.lua"),
-                    memory.url,
+                    server.url,
                 ],
             ),
-            env={**os.environ, "BENCH_LUA": str(LUA), "EMAIL": EMAIL, "PASSWORD": PASSWORD},
+            env={**os.environ, "BENCH_LUA": str(LUA), "EMAIL": email, "PASSWORD": PASSWORD},
             stdout=subprocess.DEVNULL,
         )
         try:
             time.sleep(1)
-            return get(memory)()
+            return get(server)()
         finally:
             storm.wait()
 
-    m3 = alternate({"storm": under_storm})["storm"]
+    m3 = alternate(
+        {
+            "storm": lambda: under_storm(memory, EMAIL),
+            "peers storm": lambda: under_storm(servers["peers"], PEERS_EMAIL),
+        }
+    )
 
     def refreshes() -> Run:
         with tempfile.NamedTemporaryFile("w", suffix=".tokens", delete=False) as tokens:
@@ -362,10 +395,12 @@ def measure(servers: dict[str, Server], seconds: int) -> dict[str, Any]:
         "memory": m1["memory"],
         "redis": m1["redis"],
         "forged": m1["forged"],
+        "forged same": m1["forged same"],
         "login": m2["login"],
         "wrong": m2["wrong"],
         "unknown": m2["unknown"],
-        "storm": m3,
+        "storm": m3["storm"],
+        "peers storm": m3["peers storm"],
         "refresh": m5,
     }
     ratios = {
@@ -373,9 +408,12 @@ def measure(servers: dict[str, Server], seconds: int) -> dict[str, Any]:
         "M1 redis": m1["redis"].rps / m1["bare"].rps,
         "M2 login / argon2 ceiling": m2["login"].rps / ceiling,
         "M2 wrong / unknown p50": m2["wrong"].p50_ms / m2["unknown"].p50_ms,
-        "M3 p99 x of M1": m3.p99_ms / m1["memory"].p99_ms,
-        "M3 req/s of M1": m3.rps / m1["memory"].rps,
+        "M3 p99 x of M1": m3["storm"].p99_ms / m1["memory"].p99_ms,
+        "M3 req/s of M1": m3["storm"].rps / m1["memory"].rps,
+        "M3 peers' argon2 p99 x of M1": m3["peers storm"].p99_ms / m1["memory"].p99_ms,
+        "M3 peers' argon2 req/s of M1": m3["peers storm"].rps / m1["memory"].rps,
         "M4 forged": m1["forged"].rps / m1["bare"].rps,
+        "M4 forged, same token": m1["forged same"].rps / m1["bare"].rps,
         "M5 refresh": m5.rps / m1["bare"].rps,
     }
     return {
@@ -399,32 +437,51 @@ def machine() -> str:
 def target_text(name: str) -> str:
     if name not in TARGETS:
         return "0.9 to 1.1"
-    return f"<= {TARGETS[name]}" if name == "M3 p99 x of M1" else f">= {TARGETS[name]}"
+    return f"<= {TARGETS[name]}" if name in AT_MOST else f">= {TARGETS[name]}"
 
 
 def met(name: str, value: float) -> bool:
     if name == "M2 wrong / unknown p50":
         return 0.9 <= value <= 1.1
-    if name == "M3 p99 x of M1":
+    if name in AT_MOST:
         return value <= TARGETS[name]
     return value >= TARGETS[name]
 
 
-def markdown(results: dict[str, Any]) -> str:
+def previous_results(before: str) -> dict[str, Any] | None:
+    """The latest results written before the date `before`, for the table's last column."""
+    dates = sorted(p for p in RESULTS.glob("*.json") if p.stem < before)
+    if not dates:
+        return None
+    data: dict[str, Any] = json.loads(dates[-1].read_text())
+    return data
+
+
+def markdown(results: dict[str, Any], previous: dict[str, Any] | None = None) -> str:
     kinds = list(results["databases"])
+    before = (previous or {}).get("databases", {})
     lines = [
         f"Run {results['date']} on {results['machine']}; one uvicorn process pinned to one core,"
         f" wrk on the other; median of {REPETITIONS} runs of {results['seconds']} s each.",
         "",
-        "| ratio | target | " + " | ".join(kinds) + " |",
-        "|---|---|" + "---|" * len(kinds),
+        "| ratio | target | "
+        + " | ".join(kinds)
+        + " | "
+        + " | ".join(f"{k} before" for k in kinds)
+        + " |",
+        "|---|---|" + "---|---|" * len(kinds),
     ]
     for name in results["databases"][kinds[0]]["ratios"]:
         cells = []
         for kind in kinds:
             value = results["databases"][kind]["ratios"][name]
             cells.append(f"{value:.2f}" + ("" if met(name, value) else " (missed)"))
+        for kind in kinds:
+            earlier = before.get(kind, {}).get("ratios", {}).get(name)
+            cells.append("-" if earlier is None else f"{earlier:.2f}")
         lines.append(f"| {name} | {target_text(name)} | " + " | ".join(cells) + " |")
+    if previous is not None:
+        lines += ["", f"Before: the run of {previous['date']}."]
     lines += ["", "| run | " + " | ".join(f"{k} req/s | {k} p99 ms" for k in kinds) + " |"]
     lines.append("|---|" + "---|---|" * len(kinds))
     for run in results["databases"][kinds[0]]["runs"]:
@@ -443,7 +500,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     kinds = list(results["databases"])
-    names = [n for n in results["databases"][kinds[0]]["ratios"] if n != "M3 p99 x of M1"]
+    names = [n for n in results["databases"][kinds[0]]["ratios"] if n not in AT_MOST]
     fig, ax = plt.subplots(figsize=(10, 4.5))
     width = 0.8 / (len(kinds) + 1)
     for i, kind in enumerate(kinds):
@@ -497,7 +554,7 @@ def main() -> int:
         "--port-base",
         type=int,
         metavar="PORT",
-        help="serve the three apps on PORT, PORT+1 and PORT+2 (default: free ports)",
+        help="serve the four apps on PORT to PORT+3 (default: free ports)",
     )
     parser.add_argument(
         "--postgres-url",
@@ -518,8 +575,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.databases, REPETITIONS = 2, "sqlite", 1
-    if args.port_base is not None and not 1 <= args.port_base <= 65533:
-        parser.error("--port-base must leave three ports below 65536")
+    if args.port_base is not None and not 1 <= args.port_base <= 65532:
+        parser.error("--port-base must leave four ports below 65536")
     kinds = args.databases.split(",")
     estimate = expected_seconds(len(kinds), args.seconds, REPETITIONS)
     print(f"expected duration: about {estimate // 60} min {estimate % 60} s", flush=True)
@@ -538,7 +595,7 @@ def main() -> int:
             results["databases"][kind] = bench_database(kind, options, Path(workdir))
             for name, value in results["databases"][kind]["ratios"].items():
                 print(f"   {name}: {value:.2f}", flush=True)
-    table = markdown(results)
+    table = markdown(results, previous_results(date))
     print(table)
     if not args.write:
         print("nothing written (pass --write to keep these results in bench/results/ and README)")

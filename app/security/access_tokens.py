@@ -1,17 +1,20 @@
 """Access tokens: RFC 9068-style JWS, minted and checked with PyJWT and nothing left to defaults."""
 
 import base64
+import binascii
+import hashlib
+import hmac
 import json
 import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import jwt
 
-from app.security.keys import Key
+from app.security.keys import HMAC_ALGORITHMS, Key
 
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - RFC 9068 media type
 MAX_TOKEN_LENGTH = 8 * 1024
@@ -21,6 +24,8 @@ REQUIRED_CLAIMS = ["exp", "iat", "nbf", "iss", "aud", "sub", "jti", "sid", "emai
 # characters (PyJWT then refuses a segment that is not the canonical encoding of its
 # bytes, but reads a padded one; an alg "none" token's empty signature is refused by alg).
 COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+# RFC 7518 §3.2: the hash of each HMAC algorithm.
+_HMAC_DIGESTS = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
 
 
 class TokenRejected(Exception):
@@ -63,6 +68,12 @@ class AccessTokenCodec:
         self._signing_key = signing_key
         # Verification needs only the public half of an asymmetric signing key.
         self._keys = {key.kid: key.verifying() for key in (signing_key, *verification_keys)}
+        # HMAC keys are checked here, before PyJWT parses anything (asymmetric keys: PyJWT).
+        self._hmac_secrets = {
+            kid: key.material
+            for kid, key in self._keys.items()
+            if key.algorithm in HMAC_ALGORITHMS and isinstance(key.material, bytes)
+        }
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway_seconds
@@ -123,6 +134,14 @@ class AccessTokenCodec:
         # RFC 7515 §4.1.11: we understand no extension, so any "crit" must be refused.
         if "crit" in header:
             raise TokenRejected("unsupported critical header")
+        secret = self._hmac_secrets.get(key.kid)
+        if secret is not None:
+            # The signature first, over the raw signing input: a forged token costs one HMAC
+            # and no claims parsing. PyJWT then reads the (now authentic) claims.
+            _check_hmac(token, secret, _HMAC_DIGESTS[key.algorithm])
+        return self._verified_claims(token, key)
+
+    def _verified_claims(self, token: str, key: Key) -> AccessClaims:
         try:
             # jku, x5u, jwk and x5c are never read: the key comes from our configuration alone.
             claims = jwt.decode(
@@ -161,6 +180,33 @@ class AccessTokenCodec:
         except (jwt.PyJWTError, RecursionError):
             raise TokenRejected("malformed token") from None
         return _claims(claims)
+
+
+def _canonical_segment(segment: str) -> bytes:
+    """A base64url segment's bytes; refused unless the segment is their one canonical
+    encoding (as PyJWT refuses it, so the reason is the same on either path)."""
+    try:
+        data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except (ValueError, binascii.Error):
+        raise TokenRejected("malformed token") from None
+    if base64.urlsafe_b64encode(data).rstrip(b"=") != segment.encode("ascii"):
+        raise TokenRejected("malformed token")
+    return data
+
+
+def _check_hmac(token: str, secret: bytes, digest: Callable[[], Any]) -> None:
+    """The HMAC signature of a compact JWS whose header passed, compared in constant time.
+
+    Every segment must be canonical base64url first (the shape check, as in PyJWT), so the
+    reason stays "malformed token" for a token that is both malformed and forged."""
+    signing_input, _, signature_segment = token.rpartition(".")
+    header_segment, _, payload_segment = signing_input.partition(".")
+    _canonical_segment(header_segment)
+    _canonical_segment(payload_segment)
+    signature = _canonical_segment(signature_segment)
+    expected = hmac.digest(secret, signing_input.encode("ascii"), digest)
+    if not hmac.compare_digest(expected, signature):
+        raise TokenRejected("bad signature")
 
 
 def _peek_header(token: str) -> dict[str, Any]:

@@ -1,12 +1,26 @@
 """Login sessions: families of rotating refresh tokens (RFC 9700 §4.14)."""
 
+import json
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar, cast
 
-from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    Update,
+    and_,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -141,6 +155,35 @@ def _issue(
         amr=" ".join(amr),
     )
     db.add(row)
+    grant = _grant(
+        issuer,
+        refresh_token,
+        user_id=user_id,
+        email=email,
+        phone=phone,
+        session_id=session_id,
+        session_expires_at=session_expires_at,
+        now=now,
+        roles=roles,
+        amr=amr,
+    )
+    return row, grant
+
+
+def _grant(
+    issuer: TokenIssuer,
+    refresh_token: str,
+    *,
+    user_id: int,
+    email: str,
+    phone: str | None,
+    session_id: uuid.UUID,
+    session_expires_at: datetime,
+    now: datetime,
+    roles: Sequence[str] = (),
+    amr: Sequence[str] = PASSWORD_ONLY,
+) -> Grant:
+    """The answer for a refresh token issued at `now`: its access token minted beside it."""
     # An access token never outlives its family.
     access_expires_at = min(now + issuer.access_ttl, session_expires_at)
     access_token = issuer.codec.mint(
@@ -153,14 +196,13 @@ def _issue(
         roles=roles,
         amr=amr,
     )
-    grant = Grant(
+    return Grant(
         session_id=session_id,
         access_token=access_token,
         expires_in=_seconds(access_expires_at, now),
         refresh_token=refresh_token,
-        refresh_expires_in=_seconds(min(row.expires_at, session_expires_at), now),
+        refresh_expires_in=_seconds(min(now + issuer.refresh_ttl, session_expires_at), now),
     )
-    return row, grant
 
 
 async def start(
@@ -217,6 +259,62 @@ async def start(
     return grant
 
 
+# Carried unchanged from a spent token to its child: the spend returns them and the
+# child's INSERT copies them (a column added here reaches both).
+_INHERITED: tuple[InstrumentedAttribute[Any], ...] = (
+    RefreshToken.session_id,
+    RefreshToken.user_id,
+    RefreshToken.session_expires_at,
+    # RFC 8176: a refreshed token keeps the methods of the login that began its session.
+    RefreshToken.amr,
+)
+
+
+def _spend(now: datetime, token_digest: bytes, dialect: str, **values: Any) -> Update:
+    """The conditional UPDATE that spends a live token, returning what its child needs.
+
+    Of two concurrent refreshes exactly one gets the row back. The RETURNING also
+    reads the user's claims and roles, saving round trips.
+    """
+
+    def of_user(column: InstrumentedAttribute[T]) -> ScalarSelect[T]:
+        query = select(column).where(User.id == RefreshToken.user_id).correlate(RefreshToken)
+        return query.scalar_subquery()
+
+    if dialect == "postgresql":
+        roles = select(func.array_agg(UserRole.role)).where(
+            UserRole.user_id == RefreshToken.user_id
+        )
+    else:
+        # SQLite renders RETURNING columns unqualified: user_roles.user_id would shadow the
+        # token's, so the subquery names it `owner`.
+        owned = select(UserRole.role, UserRole.user_id.label("owner")).subquery()
+        roles = select(func.json_group_array(owned.c.role)).where(
+            owned.c.owner == RefreshToken.user_id
+        )
+    return (
+        update(RefreshToken)
+        .where(RefreshToken.token_digest == token_digest, _live(now))
+        .values(spent_at=now, last_used_at=now, **values)
+        .returning(
+            RefreshToken.id,
+            RefreshToken.replaced_by_id,
+            *_INHERITED,
+            of_user(User.email).label("email"),
+            of_user(User.phone_number).label("phone_number"),
+            roles.correlate(RefreshToken).scalar_subquery().label("roles"),
+        )
+    )
+
+
+def _roles(value: Any) -> list[str]:
+    """The roles the spend returned, sorted: an array (PostgreSQL) or JSON text (SQLite)."""
+    if value is None:
+        return []
+    found = json.loads(value) if isinstance(value, str) else value
+    return sorted(str(role) for role in found if role is not None)
+
+
 async def rotate(
     db: AsyncSession,
     *,
@@ -227,35 +325,44 @@ async def rotate(
     now: datetime,
     audit: Audit,
 ) -> Grant:
-    """Spend a refresh token and issue its child; a spent token revokes its family."""
+    """Spend a refresh token and issue its child; a spent token revokes its family.
+
+    PostgreSQL: one statement (the spend takes the child's id from the sequence, the
+    child's INSERT reads the spent row). SQLite: the spend, the child's INSERT and the
+    link to it. The spend comes first either way. Core statements, no unit of work.
+    """
     if len(refresh_token) > MAX_REFRESH_TOKEN_LENGTH:
         raise InvalidToken("unknown refresh token")
     token_digest = digest(refresh_token)
-
-    # One conditional UPDATE spends the token only while it is live: of two
-    # concurrent refreshes exactly one gets the row back. Its RETURNING also
-    # reads the user's claims, saving a round trip.
-    def of_user(column: InstrumentedAttribute[T]) -> ScalarSelect[T]:
-        query = select(column).where(User.id == RefreshToken.user_id).correlate(RefreshToken)
-        return query.scalar_subquery()
-
-    spent = (
-        await db.execute(
-            update(RefreshToken)
-            .where(RefreshToken.token_digest == token_digest, _live(now))
-            .values(spent_at=now, last_used_at=now)
-            .returning(
-                RefreshToken.id,
-                RefreshToken.session_id,
-                RefreshToken.user_id,
-                RefreshToken.session_expires_at,
-                RefreshToken.amr,
-                of_user(User.email).label("email"),
-                of_user(User.phone_number).label("phone_number"),
+    child_token = new_refresh_token()
+    table = cast(Table, RefreshToken.__table__)
+    child_values: dict[str, Any] = {
+        "token_digest": digest(child_token),
+        "created_at": now,
+        "expires_at": now + issuer.refresh_ttl,
+        "user_agent": client.user_agent,
+        "ip": client.ip,
+    }
+    dialect = db.get_bind().dialect.name
+    if dialect == "postgresql":
+        next_id = func.nextval(func.pg_get_serial_sequence(table.name, RefreshToken.id.key))
+        spend = _spend(now, token_digest, dialect, replaced_by_id=next_id).cte("spent")
+        child = (
+            insert(table)
+            .from_select(
+                [RefreshToken.id.key, *(c.key for c in _INHERITED), *child_values],
+                select(
+                    spend.c.replaced_by_id,
+                    *(spend.c[c.key] for c in _INHERITED),
+                    *(literal(v, table.c[k].type) for k, v in child_values.items()),
+                ),
             )
-            .execution_options(synchronize_session=False)
+            .returning(table.c.id)
+            .cte("child")
         )
-    ).one_or_none()
+        spent = (await db.execute(select(spend).add_cte(child))).one_or_none()
+    else:
+        spent = (await db.execute(_spend(now, token_digest, dialect))).one_or_none()
     if spent is None:
         if issuer.reuse_grace > timedelta(0):
             retried = await _retry(db, issuer, token_digest, client=client, now=now, audit=audit)
@@ -266,26 +373,28 @@ async def rotate(
         # The user is gone (a row left dangling without foreign keys): mint nothing for
         # an id that is nobody's. The request's rollback leaves the token as it was.
         raise InvalidToken("unknown user")
-    child, grant = _issue(
-        db,
+    if dialect != "postgresql":
+        inherited = {c.key: getattr(spent, c.key) for c in _INHERITED}
+        child_id = (
+            await db.execute(
+                insert(table).values(**inherited, **child_values).returning(table.c.id)
+            )
+        ).scalar_one()
+        await db.execute(
+            update(table).where(table.c.id == spent.id).values(replaced_by_id=child_id)
+        )
+    grant = _grant(
         issuer,
+        child_token,
         user_id=spent.user_id,
         email=spent.email,
         phone=spent.phone_number,
         session_id=spent.session_id,
         session_expires_at=spent.session_expires_at,
-        client=client,
         now=now,
         # Roles changed by an admin reach the tokens at the next refresh.
-        roles=await _roles_of(db, spent.user_id),
+        roles=_roles(spent.roles),
         amr=_amr_of(spent.amr),
-    )
-    await db.flush()
-    await db.execute(
-        update(RefreshToken)
-        .where(RefreshToken.id == spent.id)
-        .values(replaced_by_id=child.id)
-        .execution_options(synchronize_session=False)
     )
     audit.record(Event.TOKEN_REFRESHED, user_id=spent.user_id, session_id=spent.session_id)
     return grant

@@ -25,6 +25,7 @@ PROFILE_FIELDS = {
     "last_name",
     "phone_number",
     "created_at",
+    "two_factor_enabled",
 }
 # RFC 3339 in UTC with whole seconds: 2026-11-28T02:00:00Z.
 RFC3339_UTC_SECONDS = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import psycopg
-from fastapi import Request
 from sqlalchemy import DateTime, Dialect, MetaData, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import (
@@ -25,7 +24,6 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 
 from app.config import Settings
-from app.errors import AppError
 
 RV = TypeVar("RV")
 if TYPE_CHECKING:
@@ -279,36 +277,6 @@ async def release_before_slow_work(db: AsyncSession) -> None:
     if db.new or db.dirty or db.deleted:
         raise RuntimeError("release_before_slow_work after a write")
     await db.commit()
-
-
-async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
-    """One transaction per request, committed before the response is sent.
-
-    An error rolls the request's work back, except an error that carries a
-    security decision (`keeps_changes`), such as a family revoked on reuse:
-    that decision is committed and the error still answers.
-
-    The request's whole database work (pool wait, connecting, statements, commit)
-    has DATABASE_TIMEOUT_SECONDS; past it TimeoutError, which answers 503.
-    """
-    runtime = request.app.state.runtime
-    async with database_work(runtime.sessionmaker, runtime.settings.DATABASE_TIMEOUT_SECONDS) as db:
-        try:
-            yield db
-        except AppError as exc:
-            if exc.keeps_changes:
-                await db.commit()
-            else:
-                await db.rollback()
-            raise
-        except asyncio.CancelledError:
-            # The deadline (or a shutdown): database_work drops the connection instead.
-            raise
-        except BaseException:
-            await db.rollback()
-            raise
-        else:
-            await db.commit()
 
 
 @asynccontextmanager

@@ -71,20 +71,22 @@ def test_the_import_reader_sees_every_package() -> None:
             ("app.api",),
             id="mail-below-api",
         ),
-        pytest.param(
-            "mail",
-            ("app.services",),
-            id="mail-below-services",
-            marks=pytest.mark.xfail(
-                reason="app/mail/sender.py drives app.services.outbox: the sender is a worker "
-                "above the outbox use cases, or the outbox queries belong in mail/",
-                strict=True,
-            ),
-        ),
     ],
 )
 def test_a_layer_imports_nothing_above_it(package: str, forbidden: tuple[str, ...]) -> None:
     assert _offending(package, forbidden) == []
+
+
+def test_mail_backends_know_no_use_case_and_only_the_sender_drives_the_outbox() -> None:
+    # The sender is a worker, like a command: it runs the outbox use cases (claim, mark
+    # sent) and hands each mail to a backend, which knows nothing above it.
+    users_of_services = {
+        module
+        for module, found in _modules_in("mail").items()
+        if any(name == "app.services" or name.startswith("app.services.") for name in found)
+    }
+    assert users_of_services == {"app.mail.sender"}
+    assert "app.mail.backends" in IMPORTS
 
 
 def test_no_module_imports_the_api_layer_but_the_app_factory() -> None:
@@ -123,3 +125,10 @@ def test_every_top_level_module_serves_more_than_one_room() -> None:
         if len(users[module]) < 2
     }
     assert lonely == {}
+
+
+def test_the_database_module_the_services_use_knows_no_http() -> None:
+    # Services import app.db: through it they would reach FastAPI (get_db lives in api/).
+    assert not [
+        name for name in IMPORTS["app.db"] if name.split(".")[0] in ("fastapi", "starlette")
+    ]

@@ -1,10 +1,11 @@
 """FastAPI dependencies, each answering one question about the request."""
 
+import asyncio
 import dataclasses
 import email.message
 import logging
 import string
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Body, Depends, Request, Security, params
@@ -13,8 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.cookies import csrf_header_matches, is_cross_site, refresh_cookie
 from app.config import Settings
-from app.db import get_db
+from app.db import database_work
 from app.errors import (
+    AppError,
     AuthenticationRequired,
     CrossSiteRequest,
     CsrfFailed,
@@ -78,6 +80,38 @@ async def get_settings(runtime: RuntimeDep) -> Settings:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
+    """One transaction per request, committed before the response is sent.
+
+    An error rolls the request's work back, except an error that carries a
+    security decision (`keeps_changes`), such as a family revoked on reuse:
+    that decision is committed and the error still answers.
+
+    The request's whole database work (pool wait, connecting, statements, commit)
+    has DATABASE_TIMEOUT_SECONDS; past it TimeoutError, which answers 503.
+    """
+    runtime = request.app.state.runtime
+    async with database_work(runtime.sessionmaker, runtime.settings.DATABASE_TIMEOUT_SECONDS) as db:
+        try:
+            yield db
+        except AppError as exc:
+            if exc.keeps_changes:
+                await db.commit()
+            else:
+                await db.rollback()
+            raise
+        except asyncio.CancelledError:
+            # The deadline (or a shutdown): database_work drops the connection instead.
+            raise
+        except BaseException:
+            await db.rollback()
+            raise
+        else:
+            await db.commit()
+
+
 # Committed or rolled back before the response is sent (FastAPI 0.121+ function scope).
 DbSession = Annotated[AsyncSession, Depends(get_db, scope="function")]
 

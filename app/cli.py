@@ -26,9 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import (
     SERVE_MARKER,
     Settings,
-    load_settings,
     read_settings,
 )
+from app.keyfiles import load_settings
 
 if TYPE_CHECKING:
     from app.models import User

@@ -1,8 +1,6 @@
 """Settings, read from the environment or a `.env` file; field names are the variable names."""
 
 import ipaddress
-import os
-import secrets
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -14,13 +12,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from app.security.keys import HMAC_ALGORITHMS, KeySet, KeySettingError, load_keys
-from app.security.sealing import Sealer
+from app.security.keys import HMAC_ALGORITHMS
 
 PLACEHOLDER_MARK = "change-me"
 MIN_HMAC_KEY_BYTES = 32
-SECRET_KEY_FILE = ".token_secret_key"  # noqa: S105 - a file name
-DATA_KEY_FILE = ".data_encryption_key"
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 DEFAULT_DATABASE_URL = "sqlite:///./jwt_auth.db"
 # Set by `jwt-auth-api serve` for its processes: only there does SIGTERM drain first.
@@ -388,27 +383,7 @@ class ConfigurationError(Exception):
         self.message = message
 
 
-def _development_secret(
-    settings: Settings, file_name: str = SECRET_KEY_FILE, variable: str = "TOKEN_SECRET_KEY"
-) -> str:
-    """A random key kept in a 0600 file beside the SQLite database, so tokens survive a restart."""
-    path = settings.sqlite_path
-    folder = Path(path).parent if path and path != ":memory:" else Path.cwd()
-    key_file = folder / file_name
-    try:
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return key_file.read_text().strip()
-    except OSError as exc:
-        raise ConfigurationError(
-            f"{variable} is not set and {key_file} cannot be created ({exc.strerror})"
-        ) from None
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secrets.token_urlsafe(48))
-    return key_file.read_text().strip()
-
-
-def _configuration_error(exc: ValidationError) -> ConfigurationError:
+def configuration_error(exc: ValidationError) -> ConfigurationError:
     error = exc.errors()[0]
     field = ".".join(str(part) for part in error["loc"])
     message = str(error["msg"]).removeprefix("Value error, ")
@@ -421,56 +396,4 @@ def read_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        raise _configuration_error(exc) from None
-
-
-def load_token_keys(settings: Settings) -> KeySet:
-    """The signing and previous keys the settings name, or stop start-up with one clear line."""
-    secret = settings.TOKEN_SECRET_KEY if settings.uses_hmac else None
-    try:
-        return load_keys(
-            algorithm=settings.TOKEN_ALGORITHM,
-            secret_key=secret.get_secret_value().encode() if secret is not None else None,
-            private_key_file=settings.TOKEN_PRIVATE_KEY_FILE,
-            previous_public_key_files=settings.TOKEN_PREVIOUS_PUBLIC_KEY_FILES,
-            previous_secret_keys=[
-                key.get_secret_value().encode() for key in settings.TOKEN_PREVIOUS_SECRET_KEYS
-            ],
-        )
-    except KeySettingError as exc:
-        raise ConfigurationError(str(exc)) from None
-
-
-def load_sealer(settings: Settings) -> Sealer:
-    """The data encryption keys the settings name, or stop start-up with one clear line."""
-    if settings.DATA_ENCRYPTION_KEY is None:
-        raise ConfigurationError("DATA_ENCRYPTION_KEY is not set")
-    return Sealer(
-        settings.DATA_ENCRYPTION_KEY.get_secret_value().encode(),
-        [key.get_secret_value().encode() for key in settings.DATA_PREVIOUS_ENCRYPTION_KEYS],
-    )
-
-
-def load_settings(**overrides: object) -> Settings:
-    """Read the settings and the key files they name, or stop start-up with one clear line."""
-    try:
-        settings = Settings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        raise _configuration_error(exc) from None
-    refusal = settings.refusal()
-    if refusal is not None:
-        raise ConfigurationError(refusal)
-    try:
-        # Only an HMAC algorithm needs a secret; the others sign with TOKEN_PRIVATE_KEY_FILE.
-        if settings.TOKEN_SECRET_KEY is None and settings.uses_hmac:
-            secret = _development_secret(settings)
-            settings = settings.model_copy(update={"TOKEN_SECRET_KEY": SecretStr(secret)})
-        # Production refuses a missing key (above); development keeps one beside the database.
-        if settings.DATA_ENCRYPTION_KEY is None:
-            secret = _development_secret(settings, DATA_KEY_FILE, "DATA_ENCRYPTION_KEY")
-            settings = settings.model_copy(update={"DATA_ENCRYPTION_KEY": SecretStr(secret)})
-    except ValidationError as exc:
-        raise _configuration_error(exc) from None
-    # A missing, unreadable or wrong key file stops start-up here rather than at the first login.
-    load_token_keys(settings)
-    return settings
+        raise configuration_error(exc) from None

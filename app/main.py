@@ -34,8 +34,9 @@ from app.api.docs import serve_docs
 from app.api.handlers import install_error_handlers
 from app.api.middleware import BodyLimit, SecurityHeaders
 from app.api.openapi import install_openapi
-from app.config import SERVE_MARKER, ConfigurationError, Settings, load_settings
+from app.config import SERVE_MARKER, ConfigurationError, Settings
 from app.db import schema_state
+from app.keyfiles import load_settings
 from app.observability.logging import ACCESS_LOG_FILTER, configure_logging
 from app.observability.metrics import RequestDurations, flush_request_durations
 from app.runtime import Runtime

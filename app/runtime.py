@@ -10,8 +10,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.config import Settings, load_sealer, load_token_keys
+from app.config import Settings
 from app.db import create_engine_for, create_sessionmaker, database_work
+from app.keyfiles import load_sealer, load_token_keys
 from app.mail.backends import backend_for
 from app.mail.sender import MailSender
 from app.observability import metrics

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from app.config import ConfigurationError, Settings, load_settings
+from app.config import ConfigurationError, Settings
+from app.keyfiles import load_settings
 from tests.conftest import ROOT, free_port
 from tests.keyfiles import ASYMMETRIC, private_key_file, public_key_file, write
 

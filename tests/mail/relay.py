@@ -13,8 +13,9 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from sqlalchemy import Engine, select
 
-from app.config import Settings, load_sealer
+from app.config import Settings
 from app.db import create_engine_for, create_sessionmaker
+from app.keyfiles import load_sealer
 from app.models import MailOutbox
 from app.runtime import utc_now
 from app.services import outbox

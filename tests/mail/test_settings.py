@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from app.config import DATA_KEY_FILE, ConfigurationError, load_sealer, load_settings
+from app.config import ConfigurationError
+from app.keyfiles import DATA_KEY_FILE, load_sealer, load_settings
 from app.mail.backends import build_message
 from app.mail.sender import MAX_RETRY_DELAY_SECONDS, retry_delay
 

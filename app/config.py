@@ -7,7 +7,14 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 import limits
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -183,9 +190,9 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("TOKEN_SECRET_KEY")
+    @field_validator("TOKEN_SECRET_KEY", "DATA_ENCRYPTION_KEY")
     @classmethod
-    def _secret_is_strong(cls, value: SecretStr | None) -> SecretStr | None:
+    def _key_is_strong(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None:
             return None
         problem = _secret_problem(value.get_secret_value())
@@ -193,33 +200,17 @@ class Settings(BaseSettings):
             raise ValueError(problem)
         return value
 
-    @field_validator("TOKEN_PREVIOUS_SECRET_KEYS")
+    @field_validator("TOKEN_PREVIOUS_SECRET_KEYS", "DATA_PREVIOUS_ENCRYPTION_KEYS")
     @classmethod
-    def _previous_secrets_are_strong(cls, values: list[SecretStr]) -> list[SecretStr]:
-        # A previous secret still verifies tokens: it must be as strong as the current one.
+    def _previous_keys_are_strong(
+        cls, values: list[SecretStr], info: ValidationInfo
+    ) -> list[SecretStr]:
+        # A previous key still verifies or decrypts: it must be as strong as the current one.
+        noun = "secret" if info.field_name == "TOKEN_PREVIOUS_SECRET_KEYS" else "key"
         for position, value in enumerate(values, start=1):
             problem = _secret_problem(value.get_secret_value())
             if problem is not None:
-                raise ValueError(f"secret {position} {problem}")
-        return values
-
-    @field_validator("DATA_ENCRYPTION_KEY")
-    @classmethod
-    def _data_key_is_strong(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None:
-            return None
-        problem = _secret_problem(value.get_secret_value())
-        if problem is not None:
-            raise ValueError(problem)
-        return value
-
-    @field_validator("DATA_PREVIOUS_ENCRYPTION_KEYS")
-    @classmethod
-    def _previous_data_keys_are_strong(cls, values: list[SecretStr]) -> list[SecretStr]:
-        for position, value in enumerate(values, start=1):
-            problem = _secret_problem(value.get_secret_value())
-            if problem is not None:
-                raise ValueError(f"key {position} {problem}")
+                raise ValueError(f"{noun} {position} {problem}")
         return values
 
     @field_validator("RATE_LIMIT_STORAGE_URL")

@@ -31,6 +31,8 @@ from app.config import (
 from app.keyfiles import load_settings
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from app.models import User
     from app.observability.audit import Audit
     from app.stores.revocations import RevokedSessions
@@ -100,23 +102,38 @@ def migrate_command(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _schema_state(settings: Settings) -> str:
-    from app.db import create_engine_for, schema_state
+def _sync_engine(settings: Settings) -> Engine:
+    """A synchronous engine without a pool for the commands' one-off checks: no driver
+    thread outlives the command (aiosqlite's may, once its event loop is closed)."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
 
-    engine = create_engine_for(settings)
-    try:
-        return await schema_state(engine)
-    finally:
-        await engine.dispose()
+    from app.db import postgres_connect_args, sync_url
+
+    url = sync_url(settings.DATABASE_URL)
+    connect_args = (
+        postgres_connect_args(settings.DATABASE_TIMEOUT_SECONDS, statements=True)
+        if url.get_backend_name() == "postgresql"
+        else {}
+    )
+    return create_engine(url, connect_args=connect_args, poolclass=NullPool)
 
 
 def _require_schema(settings: Settings) -> None:
     """Commands that read or write rows stop with one line on an unmigrated database."""
+    from alembic.runtime.migration import MigrationContext
+
+    from app.db import schema_state_of
+
+    engine = _sync_engine(settings)
     try:
-        state = asyncio.run(_schema_state(settings))
+        with engine.connect() as connection:
+            current = set(MigrationContext.configure(connection).get_current_heads())
     except DBAPIError as exc:
         raise _database_problem(exc) from None
-    if state != "ok":
+    finally:
+        engine.dispose()
+    if schema_state_of(current) != "ok":
         raise CommandError(f"error: the database is not migrated; {MIGRATE_HINT}")
 
 
@@ -282,18 +299,9 @@ def _one_line(exc: BaseException) -> str:
 def wait_for_database(settings: Settings) -> str | None:
     """Wait for the database with backoff, up to DATABASE_STARTUP_TIMEOUT_SECONDS: None once
     it answers, else the last problem. One log line per failed attempt."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.pool import NullPool
+    from sqlalchemy import text
 
-    from app.db import postgres_connect_args, sync_url
-
-    url = sync_url(settings.DATABASE_URL)
-    connect_args = (
-        postgres_connect_args(settings.DATABASE_TIMEOUT_SECONDS, statements=True)
-        if url.get_backend_name() == "postgresql"
-        else {}
-    )
-    engine = create_engine(url, connect_args=connect_args, poolclass=NullPool)
+    engine = _sync_engine(settings)
     deadline = time.monotonic() + settings.DATABASE_STARTUP_TIMEOUT_SECONDS
     delay = STARTUP_FIRST_DELAY_SECONDS
     attempt = 0

@@ -9,6 +9,7 @@ from app.api.cookies import clear_session_cookies
 from app.api.deps import (
     AccessClaims,
     AuditDep,
+    BearerRoute,
     CallerAudit,
     CurrentUser,
     DbSession,
@@ -32,7 +33,7 @@ from app.schemas import (
 )
 from app.services import accounts, links, sessions
 
-router = APIRouter(prefix="/account", tags=["account"])
+router = APIRouter(prefix="/account", tags=["account"], route_class=BearerRoute)
 
 
 @router.post(

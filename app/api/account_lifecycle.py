@@ -3,7 +3,15 @@ profile, delete the account."""
 
 from fastapi import APIRouter, status
 
-from app.api.deps import AuditDep, CallerAudit, CurrentUser, DbSession, RuntimeDep, ThrottledClient
+from app.api.deps import (
+    AuditDep,
+    BearerRoute,
+    CallerAudit,
+    CurrentUser,
+    DbSession,
+    RuntimeDep,
+    ThrottledClient,
+)
 from app.api.openapi import BEARER_ERRORS, problems
 from app.errors import NotFound
 from app.observability.audit import Event
@@ -19,7 +27,7 @@ from app.schemas import (
 )
 from app.services import accounts, links
 
-router = APIRouter(prefix="/account", tags=["account"])
+router = APIRouter(prefix="/account", tags=["account"], route_class=BearerRoute)
 
 VERIFICATION_REQUESTED = MailRequestAccepted(
     detail="if the address has an account that is not verified yet, a link is on its way"

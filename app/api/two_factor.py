@@ -9,6 +9,7 @@ from fastapi import APIRouter, Response, status
 
 from app.api.deps import (
     AccessClaims,
+    BearerRoute,
     CallerAudit,
     CurrentUser,
     DbSession,
@@ -25,7 +26,7 @@ from app.schemas import (
 )
 from app.services import two_factor
 
-router = APIRouter(prefix="/account/2fa", tags=["two-factor"])
+router = APIRouter(prefix="/account/2fa", tags=["two-factor"], route_class=BearerRoute)
 
 
 def _not_stored(response: Response) -> None:

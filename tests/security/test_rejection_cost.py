@@ -9,6 +9,8 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import fastapi.dependencies.utils
+import fastapi.routing
 import jwt
 import pytest
 from fastapi import FastAPI
@@ -149,3 +151,76 @@ def test_a_refresh_spends_and_issues_in_the_fewest_statements(
     expected = 1 if db.get_bind().dialect.name == "postgresql" else 3
     assert len(sent) == expected, sent
     assert not any(s.lstrip().upper().startswith("SELECT") for s in sent[1:]), sent
+
+
+@pytest.fixture
+def solved(monkeypatch: pytest.MonkeyPatch) -> Calls:
+    """Counts FastAPI's dependency solving, once per request that reaches it."""
+    counter = Calls()
+    monkeypatch.setattr(
+        fastapi.routing,
+        "solve_dependencies",
+        counter.wrap("solve", fastapi.dependencies.utils.solve_dependencies),
+    )
+    return counter
+
+
+def test_a_forged_token_is_refused_before_fastapi_solves_a_dependency(
+    client: TestClient, db: Session, solved: Calls
+) -> None:
+    make_user(db)
+    token = login(client)["access_token"]
+    solved.counts.clear()
+    assert client.get("/test", headers=bearer(forged(token))).status_code == 401
+    assert solved["solve"] == 0
+    # The counter counts: a valid token goes on to the endpoint through FastAPI.
+    assert client.get("/test", headers=bearer(token)).status_code == 200
+    assert solved["solve"] == 1
+
+
+def _headers_for(case: str, token: str) -> dict[str, str] | list[tuple[str, str]]:
+    cases: dict[str, dict[str, str] | list[tuple[str, str]]] = {
+        "no header": {},
+        "another scheme": {"Authorization": f"Basic {token}"},
+        "two headers": [("Authorization", f"Bearer {token}")] * 2,
+        "tab after Bearer": {"Authorization": f"Bearer\t{token}"},
+        "empty token": {"Authorization": "Bearer "},
+        "garbage": {"Authorization": "Bearer not.a.jwt"},
+        "forged signature": bearer(forged(token)),
+        "ended session": bearer(token),
+    }
+    return cases[case]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "no header",
+        "another scheme",
+        "two headers",
+        "tab after Bearer",
+        "empty token",
+        "garbage",
+        "forged signature",
+        "ended session",
+    ],
+)
+def test_a_refusal_before_fastapi_answers_exactly_as_the_dependency_does(
+    client: TestClient, db: Session, case: str
+) -> None:
+    # GET /account/me checks the token first; PATCH /account/me takes a body, so its
+    # check runs as a FastAPI dependency. Both must answer a bad token alike.
+    make_user(db)
+    token = login(client)["access_token"]
+    if case == "ended session":
+        assert client.post("/account/logout-all", headers=bearer(token)).status_code == 204
+    headers = _headers_for(case, token)
+    early = client.get("/account/me", headers=headers)
+    late = client.patch("/account/me", headers=headers, json={})
+    assert early.status_code == late.status_code
+    assert early.status_code in (400, 401)
+    assert early.json() == late.json()
+    assert early.headers["WWW-Authenticate"] == late.headers["WWW-Authenticate"]
+    assert early.headers["Content-Type"] == "application/problem+json"
+    assert early.headers["X-Content-Type-Options"] == "nosniff"
+    assert early.headers["X-Request-ID"] != late.headers["X-Request-ID"]

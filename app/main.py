@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from importlib.metadata import version
 from types import FrameType
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp
@@ -29,7 +29,6 @@ from app.api import (
     two_factor,
 )
 from app.api import metrics as metrics_route
-from app.api.deps import require_json_body
 from app.api.docs import serve_docs
 from app.api.handlers import install_error_handlers
 from app.api.middleware import BodyLimit, SecurityHeaders
@@ -148,7 +147,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=_operation_id,
         swagger_ui_init_oauth={"usePkceWithAuthorizationCodeGrant": False},
         # Every route with a JSON body: 415 for a body of another Content-Type.
-        dependencies=[Depends(require_json_body)],
     )
     app.state.runtime = Runtime.build(settings)
 

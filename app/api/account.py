@@ -9,7 +9,6 @@ from app.api.cookies import clear_session_cookies
 from app.api.deps import (
     AccessClaims,
     AuditDep,
-    BearerRoute,
     CallerAudit,
     CurrentUser,
     DbSession,
@@ -20,6 +19,7 @@ from app.api.deps import (
 )
 from app.api.grants import token_pair
 from app.api.openapi import BEARER_ERRORS, SESSION_COOKIES, problems
+from app.api.routing import ServiceRoute
 from app.errors import InvalidToken, NotFound
 from app.observability import metrics
 from app.observability.audit import Event
@@ -33,7 +33,7 @@ from app.schemas import (
 )
 from app.services import accounts, links, sessions
 
-router = APIRouter(prefix="/account", tags=["account"], route_class=BearerRoute)
+router = APIRouter(prefix="/account", tags=["account"], route_class=ServiceRoute)
 
 
 @router.post(

@@ -5,7 +5,6 @@ from fastapi import APIRouter, status
 
 from app.api.deps import (
     AuditDep,
-    BearerRoute,
     CallerAudit,
     CurrentUser,
     DbSession,
@@ -13,6 +12,7 @@ from app.api.deps import (
     ThrottledClient,
 )
 from app.api.openapi import BEARER_ERRORS, problems
+from app.api.routing import ServiceRoute
 from app.errors import NotFound
 from app.observability.audit import Event
 from app.runtime import Runtime
@@ -27,7 +27,7 @@ from app.schemas import (
 )
 from app.services import accounts, links
 
-router = APIRouter(prefix="/account", tags=["account"], route_class=BearerRoute)
+router = APIRouter(prefix="/account", tags=["account"], route_class=ServiceRoute)
 
 VERIFICATION_REQUESTED = MailRequestAccepted(
     detail="if the address has an account that is not verified yet, a link is on its way"

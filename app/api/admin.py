@@ -4,13 +4,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, status
 
-from app.api.deps import AdminUser, BearerRoute, CallerAudit, DbSession, RuntimeDep
+from app.api.deps import AdminUser, CallerAudit, DbSession, RuntimeDep
 from app.api.openapi import BEARER_ERRORS, problems
+from app.api.routing import ServiceRoute
 from app.models import EMAIL_MAX_LENGTH
 from app.schemas import AdminUserPage, AdminUserUpdate, AdminUserView, Text, canonical_email
 from app.services import admin
 
-router = APIRouter(prefix="/admin", tags=["admin"], route_class=BearerRoute)
+router = APIRouter(prefix="/admin", tags=["admin"], route_class=ServiceRoute)
 
 ADMIN_ERRORS = (*BEARER_ERRORS, 403)
 UserId = Annotated[int, Path(ge=1, le=admin.MAX_USER_ID, description="a user's id")]

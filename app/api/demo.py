@@ -13,10 +13,11 @@ from fastapi import APIRouter, Path
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, StringConstraints
 
-from app.api.deps import BearerRoute, CurrentUser, SettingsDep, ThrottledClient
+from app.api.deps import CurrentUser, SettingsDep, ThrottledClient
+from app.api.routing import ServiceRoute
 from app.errors import NotFound
 
-router = APIRouter(include_in_schema=False, route_class=BearerRoute)
+router = APIRouter(include_in_schema=False, route_class=ServiceRoute)
 
 ASSETS = files("app") / "demo"
 # The page's own policy: scripts and styles from these files only, no inline script, no

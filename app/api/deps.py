@@ -2,18 +2,14 @@
 
 import asyncio
 import dataclasses
-import email.message
 import logging
 import string
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Annotated, Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated
 
-from fastapi import Body, Depends, Request, Security, params
-from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
+from fastapi import Body, Depends, Request, Security
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
-from starlette.types import Message, Receive, Scope, Send
 
 from app.api.cookies import csrf_header_matches, is_cross_site, refresh_cookie
 from app.config import Settings
@@ -28,9 +24,7 @@ from app.errors import (
     InvalidToken,
     ServiceUnavailable,
     Throttled,
-    UnsupportedMediaType,
     ValidationFailed,
-    problem_response,
 )
 from app.models import User
 from app.observability import metrics
@@ -53,30 +47,6 @@ async def get_runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-
-
-def _is_json(content_type: str) -> bool:
-    message = email.message.Message()
-    message["content-type"] = content_type
-    subtype = message.get_content_subtype()
-    return message.get_content_maintype() == "application" and (
-        subtype == "json" or subtype.endswith("+json")
-    )
-
-
-async def require_json_body(request: Request) -> None:
-    """A route that reads a JSON body refuses a body of another Content-Type with 415,
-    rather than a 422 about its shape; an absent body (cookie-mode refresh and logout)
-    passes, and a form route (the token endpoint) answers for itself."""
-    body_field = getattr(request.scope.get("route"), "body_field", None)
-    if body_field is None or isinstance(body_field.field_info, params.Form):
-        return
-    # FastAPI has read (and kept) the body before the dependencies run.
-    if not await request.body():
-        return
-    content_type = request.headers.get("content-type")
-    if content_type is None or not _is_json(content_type):
-        raise UnsupportedMediaType()
 
 
 async def get_settings(runtime: RuntimeDep) -> Settings:
@@ -275,14 +245,14 @@ async def authenticate(request: Request) -> access_tokens.AccessClaims:
     return claims
 
 
-# Where BearerRoute leaves the claims it verified, for the dependency to return.
+# Where ServiceRoute leaves the claims it verified, for the dependency to return.
 VERIFIED_CLAIMS = "access_claims"
 
 
 class BearerAuth(OAuth2PasswordBearer):
     """The bearer check as a dependency, declared as the OAuth2 password scheme, so Swagger
     UI's Authorize button logs in through /account/token. A verified token is cached by
-    digest; on a BearerRoute the check has already run before FastAPI solved anything."""
+    digest; on a ServiceRoute the check may already have run before FastAPI solved anything."""
 
     async def __call__(self, request: Request) -> access_tokens.AccessClaims:  # type: ignore[override]
         verified: access_tokens.AccessClaims | None = request.scope.get("state", {}).get(
@@ -311,74 +281,6 @@ bearer = BearerAuth(
 )
 
 AccessClaims = Annotated[access_tokens.AccessClaims, Security(bearer)]
-
-# Dependencies that never refuse a request without a body: a route whose first other
-# dependency is the bearer check may run that check before FastAPI solves anything.
-_NEVER_REFUSE: frozenset[Callable[..., object]] = frozenset(
-    {get_runtime, get_settings, require_json_body}
-)
-# The refusals of the bearer check, each rendered once per realm and reason: a flood of
-# forged tokens costs one header parse and one HMAC per request, and no response object.
-_REFUSALS = (AuthenticationRequired, InvalidAuthorizationRequest, InvalidToken)
-_MAX_RENDERED = 64
-_rendered: dict[tuple[type[AppError], str, str], tuple[Message, Message]] = {}
-
-
-def _refusal(error: AppError, realm: str) -> tuple[Message, Message]:
-    """The two ASGI messages answering `error`; the bearer check's own, built once."""
-    key = (type(error), error.detail, realm)
-    messages = _rendered.get(key)
-    if messages is None:
-        response = problem_response(error, realm)
-        start: Message = {
-            "type": "http.response.start",
-            "status": response.status_code,
-            "headers": response.raw_headers,
-        }
-        messages = (start, {"type": "http.response.body", "body": response.body})
-        if isinstance(error, _REFUSALS) and len(_rendered) < _MAX_RENDERED:
-            _rendered[key] = messages
-    return messages
-
-
-def _solve_order(dependant: Dependant) -> Iterator[Callable[..., object] | None]:
-    """The dependencies' callables in the order FastAPI solves them (depth first)."""
-    for sub in dependant.dependencies:
-        yield from _solve_order(sub)
-        yield sub.call
-
-
-class BearerRoute(APIRoute):
-    """A route that checks the bearer token before FastAPI reads a parameter or solves a
-    dependency, wherever that changes no answer: the route takes no body and the bearer
-    check is the first of its dependencies that can refuse.
-
-    A refused token is answered from messages rendered once per reason, with no
-    exception raised through FastAPI and Starlette; a verified one is left in the
-    scope for the dependency. Other routes of the router run as plain APIRoutes.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        first = next(
-            (call for call in _solve_order(self.dependant) if call not in _NEVER_REFUSE), None
-        )
-        self.checks_bearer_first = self.body_field is None and first is bearer
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # A method the route does not serve answers 405 first, as before.
-        if self.checks_bearer_first and scope["method"] in (self.methods or ()):
-            request = Request(scope, receive)
-            try:
-                claims = await authenticate(request)
-            except AppError as error:
-                runtime: Runtime = scope["app"].state.runtime
-                start, body = _refusal(error, runtime.settings.TOKEN_ISSUER)
-                await send(start)
-                await send(body)
-                return
-            scope.setdefault("state", {})[VERIFIED_CLAIMS] = claims
-        await super().handle(scope, receive, send)
 
 
 async def get_caller_audit(audit: AuditDep, claims: AccessClaims) -> Audit:

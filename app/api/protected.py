@@ -3,10 +3,11 @@
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from app.api.deps import AccessClaims, BearerRoute
+from app.api.deps import AccessClaims
 from app.api.openapi import BEARER_ERRORS, problems
+from app.api.routing import ServiceRoute
 
-router = APIRouter(tags=["test"], route_class=BearerRoute)
+router = APIRouter(tags=["test"], route_class=ServiceRoute)
 
 GREETING = "Only authenticated user can consume this endpoint"
 # Encoded once: the answer never changes, so no serializer runs per request.

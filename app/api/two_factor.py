@@ -9,7 +9,6 @@ from fastapi import APIRouter, Response, status
 
 from app.api.deps import (
     AccessClaims,
-    BearerRoute,
     CallerAudit,
     CurrentUser,
     DbSession,
@@ -17,6 +16,7 @@ from app.api.deps import (
     ThrottledClient,
 )
 from app.api.openapi import BEARER_ERRORS, problems
+from app.api.routing import ServiceRoute
 from app.schemas import (
     CodeRequest,
     RecoveryCodes,
@@ -26,7 +26,7 @@ from app.schemas import (
 )
 from app.services import two_factor
 
-router = APIRouter(prefix="/account/2fa", tags=["two-factor"], route_class=BearerRoute)
+router = APIRouter(prefix="/account/2fa", tags=["two-factor"], route_class=ServiceRoute)
 
 
 def _not_stored(response: Response) -> None:

@@ -1,10 +1,12 @@
 """API.md: a JSON endpoint given a body of another Content-Type answers 415."""
 
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, params
+from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
+from app.api.routing import ServiceRoute
 from app.config import Settings
 from app.main import create_app
 from tests.factories import DEFAULT_PASSWORD, bearer, login, make_user
@@ -117,3 +119,17 @@ def test_cookie_mode_refresh_and_logout_take_no_body_and_no_content_type(
 
     assert refreshed.status_code == 200, refreshed.text
     assert logged_out.status_code == 204, logged_out.text
+
+
+def test_every_route_that_reads_a_json_body_refuses_other_content_types(app: FastAPI) -> None:
+    # The 415 is the route class's: a router added without it would answer 422 instead.
+    routes = [context.original_route for context in iter_route_contexts(app.routes)]
+    json_routes = [
+        route
+        for route in routes
+        if isinstance(route, APIRoute)
+        and route.body_field is not None
+        and not isinstance(route.body_field.field_info, params.Form)
+    ]
+    assert len(json_routes) > 10
+    assert [route.path for route in json_routes if not isinstance(route, ServiceRoute)] == []

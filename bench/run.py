@@ -49,9 +49,9 @@ POSTGRES_SERVER = os.environ.get(
     "BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
-# wrk runs per database and repetition (M1: 5, M2: 3, M3: 2, M5: 1), and the set-up of one
-# database (migrate, create the accounts, start four servers, mint refresh tokens), in s.
-RUNS_PER_REPETITION = 11
+# wrk runs per database and repetition (M1: 6, M2: 3, M3: 2, M5: 1), and the set-up of one
+# database (migrate, create the accounts, start five servers, mint refresh tokens), in s.
+RUNS_PER_REPETITION = 12
 SETUP_SECONDS = 40
 PROTECTED_CONNECTIONS = 32
 LOGIN_CONNECTIONS = 8
@@ -60,6 +60,8 @@ REPETITIONS = 3
 TARGETS = {
     "M1 memory": 0.85,
     "M1 redis": 0.60,
+    # /metrics and JSON logs may cost at most 5 % of M1.
+    "M1 metrics on / off": 0.95,
     "M2 login / argon2 ceiling": 0.90,
     "M3 p99 x of M1": 2.0,
     "M3 req/s of M1": 0.60,
@@ -262,7 +264,7 @@ class Options:
 
 def bench_database(kind: str, options: Options, workdir: Path) -> dict[str, Any]:
     ports: Iterator[int] = (
-        iter(range(options.port_base, options.port_base + 4))
+        iter(range(options.port_base, options.port_base + 5))
         if (options.port_base is not None)
         else iter(free_port, None)
     )
@@ -284,6 +286,13 @@ def bench_database(kind: str, options: Options, workdir: Path) -> dict[str, Any]
                 "service (redis://)",
                 "app.main:app",
                 {**env, "RATE_LIMIT_STORAGE_URL": options.redis_url},
+                next(ports),
+            ),
+            # The same service without /metrics: what the request metrics cost M1.
+            "no metrics": Server(
+                "service (memory://, METRICS_ENABLED=false)",
+                "app.main:app",
+                {**env, "METRICS_ENABLED": "false"},
                 next(ports),
             ),
             "peers": Server(
@@ -316,6 +325,7 @@ def measure(servers: dict[str, Server], seconds: int) -> dict[str, Any]:
             "bare": get(bare),
             "memory": get(memory),
             "redis": get(redis),
+            "no metrics": get(servers["no metrics"]),
             "forged": lambda: wrk(
                 f"{memory.url}/test", "forged.lua", PROTECTED_CONNECTIONS, seconds, TOKEN=token
             ),
@@ -394,6 +404,7 @@ def measure(servers: dict[str, Server], seconds: int) -> dict[str, Any]:
         "bare": m1["bare"],
         "memory": m1["memory"],
         "redis": m1["redis"],
+        "no metrics": m1["no metrics"],
         "forged": m1["forged"],
         "forged same": m1["forged same"],
         "login": m2["login"],
@@ -406,6 +417,7 @@ def measure(servers: dict[str, Server], seconds: int) -> dict[str, Any]:
     ratios = {
         "M1 memory": m1["memory"].rps / m1["bare"].rps,
         "M1 redis": m1["redis"].rps / m1["bare"].rps,
+        "M1 metrics on / off": m1["memory"].rps / m1["no metrics"].rps,
         "M2 login / argon2 ceiling": m2["login"].rps / ceiling,
         "M2 wrong / unknown p50": m2["wrong"].p50_ms / m2["unknown"].p50_ms,
         "M3 p99 x of M1": m3["storm"].p99_ms / m1["memory"].p99_ms,
@@ -554,7 +566,7 @@ def main() -> int:
         "--port-base",
         type=int,
         metavar="PORT",
-        help="serve the four apps on PORT to PORT+3 (default: free ports)",
+        help="serve the five apps on PORT to PORT+4 (default: free ports)",
     )
     parser.add_argument(
         "--postgres-url",
@@ -575,8 +587,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.databases, REPETITIONS = 2, "sqlite", 1
-    if args.port_base is not None and not 1 <= args.port_base <= 65532:
-        parser.error("--port-base must leave four ports below 65536")
+    if args.port_base is not None and not 1 <= args.port_base <= 65531:
+        parser.error("--port-base must leave five ports below 65536")
     kinds = args.databases.split(",")
     estimate = expected_seconds(len(kinds), args.seconds, REPETITIONS)
     print(f"expected duration: about {estimate // 60} min {estimate % 60} s", flush=True)

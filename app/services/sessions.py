@@ -5,18 +5,20 @@ import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any, NoReturn, TypeVar, cast
 
 from sqlalchemy import (
     ColumnElement,
+    Executable,
     Table,
     Update,
     and_,
+    bindparam,
     delete,
     exists,
     func,
     insert,
-    literal,
     or_,
     select,
     update,
@@ -103,7 +105,9 @@ class ActiveSession:
     ip: str | None
 
 
-def _live(now: datetime, token: type[RefreshToken] = RefreshToken) -> ColumnElement[bool]:
+def _live(
+    now: datetime | ColumnElement[datetime], token: type[RefreshToken] = RefreshToken
+) -> ColumnElement[bool]:
     """A token that can still be exchanged: unspent, unrevoked, within both lifetimes."""
     return and_(
         token.spent_at.is_(None),
@@ -270,7 +274,9 @@ _INHERITED: tuple[InstrumentedAttribute[Any], ...] = (
 )
 
 
-def _spend(now: datetime, token_digest: bytes, dialect: str, **values: Any) -> Update:
+def _spend(
+    now: ColumnElement[datetime], token_digest: ColumnElement[bytes], dialect: str, **values: Any
+) -> Update:
     """The conditional UPDATE that spends a live token, returning what its child needs.
 
     Of two concurrent refreshes exactly one gets the row back. The RETURNING also
@@ -296,6 +302,8 @@ def _spend(now: datetime, token_digest: bytes, dialect: str, **values: Any) -> U
         update(RefreshToken)
         .where(RefreshToken.token_digest == token_digest, _live(now))
         .values(spent_at=now, last_used_at=now, **values)
+        # No ORM object of this table is loaded on this path: nothing to synchronize.
+        .execution_options(synchronize_session=False)
         .returning(
             RefreshToken.id,
             RefreshToken.replaced_by_id,
@@ -313,6 +321,60 @@ def _roles(value: Any) -> list[str]:
         return []
     found = json.loads(value) if isinstance(value, str) else value
     return sorted(str(role) for role in found if role is not None)
+
+
+@dataclass(frozen=True)
+class _Rotation:
+    """The statements of a rotation, built once per dialect with bound parameters: no
+    expression is constructed, and no cache key computed, per refresh."""
+
+    spend: Executable
+    # SQLite only: the child's INSERT and the spent row's link to it.
+    child: Executable | None = None
+    link: Executable | None = None
+
+
+# The child's own columns, bound per refresh (the inherited ones come from the spend).
+_CHILD_COLUMNS = ("token_digest", "created_at", "expires_at", "user_agent", "ip")
+
+
+def _new(column: str) -> str:
+    """The parameter binding `column` of the child: a column's own name is reserved."""
+    return f"new_{column}"
+
+
+@cache
+def _rotation(dialect: str) -> _Rotation:
+    table = cast(Table, RefreshToken.__table__)
+    now: ColumnElement[datetime] = bindparam("now")
+    token_digest: ColumnElement[bytes] = bindparam("spent_digest")
+    if dialect != "postgresql":
+        return _Rotation(
+            spend=_spend(now, token_digest, dialect),
+            child=insert(table)
+            .values({c.key: bindparam(_new(c.key)) for c in _INHERITED})
+            .values({key: bindparam(_new(key)) for key in _CHILD_COLUMNS})
+            .returning(table.c.id),
+            link=update(table)
+            .where(table.c.id == bindparam("spent_id"))
+            .values(replaced_by_id=bindparam("child_id")),
+        )
+    next_id = func.nextval(func.pg_get_serial_sequence(table.name, RefreshToken.id.key))
+    spend = _spend(now, token_digest, dialect, replaced_by_id=next_id).cte("spent")
+    child = (
+        insert(table)
+        .from_select(
+            [RefreshToken.id.key, *(c.key for c in _INHERITED), *_CHILD_COLUMNS],
+            select(
+                spend.c.replaced_by_id,
+                *(spend.c[c.key] for c in _INHERITED),
+                *(bindparam(_new(key), type_=table.c[key].type) for key in _CHILD_COLUMNS),
+            ),
+        )
+        .returning(table.c.id)
+        .cte("child")
+    )
+    return _Rotation(spend=select(spend).add_cte(child))
 
 
 async def rotate(
@@ -335,7 +397,6 @@ async def rotate(
         raise InvalidToken("unknown refresh token")
     token_digest = digest(refresh_token)
     child_token = new_refresh_token()
-    table = cast(Table, RefreshToken.__table__)
     child_values: dict[str, Any] = {
         "token_digest": digest(child_token),
         "created_at": now,
@@ -344,25 +405,13 @@ async def rotate(
         "ip": client.ip,
     }
     dialect = db.get_bind().dialect.name
+    statements = _rotation(dialect)
+    params = {"now": now, "spent_digest": token_digest}
+    child = {_new(key): value for key, value in child_values.items()}
     if dialect == "postgresql":
-        next_id = func.nextval(func.pg_get_serial_sequence(table.name, RefreshToken.id.key))
-        spend = _spend(now, token_digest, dialect, replaced_by_id=next_id).cte("spent")
-        child = (
-            insert(table)
-            .from_select(
-                [RefreshToken.id.key, *(c.key for c in _INHERITED), *child_values],
-                select(
-                    spend.c.replaced_by_id,
-                    *(spend.c[c.key] for c in _INHERITED),
-                    *(literal(v, table.c[k].type) for k, v in child_values.items()),
-                ),
-            )
-            .returning(table.c.id)
-            .cte("child")
-        )
-        spent = (await db.execute(select(spend).add_cte(child))).one_or_none()
+        spent = (await db.execute(statements.spend, params | child)).one_or_none()
     else:
-        spent = (await db.execute(_spend(now, token_digest, dialect))).one_or_none()
+        spent = (await db.execute(statements.spend, params)).one_or_none()
     if spent is None:
         if issuer.reuse_grace > timedelta(0):
             retried = await _retry(db, issuer, token_digest, client=client, now=now, audit=audit)
@@ -373,16 +422,10 @@ async def rotate(
         # The user is gone (a row left dangling without foreign keys): mint nothing for
         # an id that is nobody's. The request's rollback leaves the token as it was.
         raise InvalidToken("unknown user")
-    if dialect != "postgresql":
-        inherited = {c.key: getattr(spent, c.key) for c in _INHERITED}
-        child_id = (
-            await db.execute(
-                insert(table).values(**inherited, **child_values).returning(table.c.id)
-            )
-        ).scalar_one()
-        await db.execute(
-            update(table).where(table.c.id == spent.id).values(replaced_by_id=child_id)
-        )
+    if statements.child is not None and statements.link is not None:
+        inherited = {_new(c.key): getattr(spent, c.key) for c in _INHERITED}
+        child_id = (await db.execute(statements.child, inherited | child)).scalar_one()
+        await db.execute(statements.link, {"spent_id": spent.id, "child_id": child_id})
     grant = _grant(
         issuer,
         child_token,

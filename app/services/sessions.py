@@ -9,6 +9,7 @@ from functools import cache
 from typing import Any, NoReturn, TypeVar, cast
 
 from sqlalchemy import (
+    Column,
     ColumnElement,
     Executable,
     Table,
@@ -28,6 +29,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, aliased
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.sql.base import ReadOnlyColumnCollection
 from sqlalchemy.sql.selectable import ScalarSelect
 
 from app.errors import (
@@ -106,7 +108,8 @@ class ActiveSession:
 
 
 def _live(
-    now: datetime | ColumnElement[datetime], token: type[RefreshToken] = RefreshToken
+    now: datetime | ColumnElement[datetime],
+    token: type[RefreshToken] | ReadOnlyColumnCollection[str, Column[Any]] = RefreshToken,
 ) -> ColumnElement[bool]:
     """A token that can still be exchanged: unspent, unrevoked, within both lifetimes."""
     return and_(
@@ -283,34 +286,33 @@ def _spend(
     reads the user's claims and roles, saving round trips.
     """
 
-    def of_user(column: InstrumentedAttribute[T]) -> ScalarSelect[T]:
-        query = select(column).where(User.id == RefreshToken.user_id).correlate(RefreshToken)
-        return query.scalar_subquery()
+    # Core tables, not the ORM classes: an ORM-enabled UPDATE would compute its cache key
+    # and prepare a session synchronization on every execution.
+    table = cast(Table, RefreshToken.__table__)
+    tokens, users = table.c, cast(Table, User.__table__).c
+    user_roles = cast(Table, UserRole.__table__).c
+
+    def of_user(column: ColumnElement[T]) -> ScalarSelect[T]:
+        return select(column).where(users.id == tokens.user_id).correlate(table).scalar_subquery()
 
     if dialect == "postgresql":
-        roles = select(func.array_agg(UserRole.role)).where(
-            UserRole.user_id == RefreshToken.user_id
-        )
+        roles = select(func.array_agg(user_roles.role)).where(user_roles.user_id == tokens.user_id)
     else:
         # SQLite renders RETURNING columns unqualified: user_roles.user_id would shadow the
         # token's, so the subquery names it `owner`.
-        owned = select(UserRole.role, UserRole.user_id.label("owner")).subquery()
-        roles = select(func.json_group_array(owned.c.role)).where(
-            owned.c.owner == RefreshToken.user_id
-        )
+        owned = select(user_roles.role, user_roles.user_id.label("owner")).subquery()
+        roles = select(func.json_group_array(owned.c.role)).where(owned.c.owner == tokens.user_id)
     return (
-        update(RefreshToken)
-        .where(RefreshToken.token_digest == token_digest, _live(now))
+        update(table)
+        .where(tokens.token_digest == token_digest, _live(now, tokens))
         .values(spent_at=now, last_used_at=now, **values)
-        # No ORM object of this table is loaded on this path: nothing to synchronize.
-        .execution_options(synchronize_session=False)
         .returning(
-            RefreshToken.id,
-            RefreshToken.replaced_by_id,
-            *_INHERITED,
-            of_user(User.email).label("email"),
-            of_user(User.phone_number).label("phone_number"),
-            roles.correlate(RefreshToken).scalar_subquery().label("roles"),
+            tokens.id,
+            tokens.replaced_by_id,
+            *(tokens[c.key] for c in _INHERITED),
+            of_user(users.email).label("email"),
+            of_user(users.phone_number).label("phone_number"),
+            roles.correlate(table).scalar_subquery().label("roles"),
         )
     )
 

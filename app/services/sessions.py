@@ -331,12 +331,11 @@ class _Rotation:
     expression is constructed, and no cache key computed, per refresh."""
 
     spend: Executable
-    # SQLite only: the child's INSERT and the spent row's link to it.
+    # SQLite only: the child's INSERT, copying the live parent row (or inserting nothing).
     child: Executable | None = None
-    link: Executable | None = None
 
 
-# The child's own columns, bound per refresh (the inherited ones come from the spend).
+# The child's own columns, bound per refresh (the inherited ones come from the parent).
 _CHILD_COLUMNS = ("token_digest", "created_at", "expires_at", "user_agent", "ip")
 
 
@@ -350,28 +349,29 @@ def _rotation(dialect: str) -> _Rotation:
     table = cast(Table, RefreshToken.__table__)
     now: ColumnElement[datetime] = bindparam("now")
     token_digest: ColumnElement[bytes] = bindparam("spent_digest")
+    children = [*(c.key for c in _INHERITED), *_CHILD_COLUMNS]
+    bound = [bindparam(_new(key), type_=table.c[key].type) for key in _CHILD_COLUMNS]
     if dialect != "postgresql":
+        parent, users = table.c, cast(Table, User.__table__)
         return _Rotation(
-            spend=_spend(now, token_digest, dialect),
+            spend=_spend(now, token_digest, dialect, replaced_by_id=bindparam("child_id")),
+            # Only for a user that exists: a dangling row gets no child (foreign keys).
             child=insert(table)
-            .values({c.key: bindparam(_new(c.key)) for c in _INHERITED})
-            .values({key: bindparam(_new(key)) for key in _CHILD_COLUMNS})
+            .from_select(
+                children,
+                select(*(parent[c.key] for c in _INHERITED), *bound)
+                .join_from(table, users, users.c.id == parent.user_id)
+                .where(parent.token_digest == token_digest, _live(now, parent)),
+            )
             .returning(table.c.id),
-            link=update(table)
-            .where(table.c.id == bindparam("spent_id"))
-            .values(replaced_by_id=bindparam("child_id")),
         )
     next_id = func.nextval(func.pg_get_serial_sequence(table.name, RefreshToken.id.key))
     spend = _spend(now, token_digest, dialect, replaced_by_id=next_id).cte("spent")
     child = (
         insert(table)
         .from_select(
-            [RefreshToken.id.key, *(c.key for c in _INHERITED), *_CHILD_COLUMNS],
-            select(
-                spend.c.replaced_by_id,
-                *(spend.c[c.key] for c in _INHERITED),
-                *(bindparam(_new(key), type_=table.c[key].type) for key in _CHILD_COLUMNS),
-            ),
+            [RefreshToken.id.key, *children],
+            select(spend.c.replaced_by_id, *(spend.c[c.key] for c in _INHERITED), *bound),
         )
         .returning(table.c.id)
         .cte("child")
@@ -392,8 +392,9 @@ async def rotate(
     """Spend a refresh token and issue its child; a spent token revokes its family.
 
     PostgreSQL: one statement (the spend takes the child's id from the sequence, the
-    child's INSERT reads the spent row). SQLite: the spend, the child's INSERT and the
-    link to it. The spend comes first either way. Core statements, no unit of work.
+    child's INSERT reads the spent row). SQLite, whose transactions run one at a time
+    (BEGIN IMMEDIATE): the child's INSERT, copying the parent if it is live, then the
+    spend linking it. Core statements, no unit of work.
     """
     if len(refresh_token) > MAX_REFRESH_TOKEN_LENGTH:
         raise InvalidToken("unknown refresh token")
@@ -406,14 +407,14 @@ async def rotate(
         "user_agent": client.user_agent,
         "ip": client.ip,
     }
-    dialect = db.get_bind().dialect.name
-    statements = _rotation(dialect)
-    params = {"now": now, "spent_digest": token_digest}
-    child = {_new(key): value for key, value in child_values.items()}
-    if dialect == "postgresql":
-        spent = (await db.execute(statements.spend, params | child)).one_or_none()
-    else:
-        spent = (await db.execute(statements.spend, params)).one_or_none()
+    statements = _rotation(db.get_bind().dialect.name)
+    params = {"now": now, "spent_digest": token_digest} | {
+        _new(key): value for key, value in child_values.items()
+    }
+    if statements.child is not None:
+        # No child (None) when the token is not live or its user is gone; the spend says which.
+        params["child_id"] = (await db.execute(statements.child, params)).scalar_one_or_none()
+    spent = (await db.execute(statements.spend, params)).one_or_none()
     if spent is None:
         if issuer.reuse_grace > timedelta(0):
             retried = await _retry(db, issuer, token_digest, client=client, now=now, audit=audit)
@@ -424,10 +425,6 @@ async def rotate(
         # The user is gone (a row left dangling without foreign keys): mint nothing for
         # an id that is nobody's. The request's rollback leaves the token as it was.
         raise InvalidToken("unknown user")
-    if statements.child is not None and statements.link is not None:
-        inherited = {_new(c.key): getattr(spent, c.key) for c in _INHERITED}
-        child_id = (await db.execute(statements.child, inherited | child)).scalar_one()
-        await db.execute(statements.link, {"spent_id": spent.id, "child_id": child_id})
     grant = _grant(
         issuer,
         child_token,

@@ -2,6 +2,7 @@
 has checked before FastAPI reads a parameter or solves a dependency."""
 
 import email.message
+import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -9,6 +10,7 @@ from fastapi import params
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from app.api.deps import VERIFIED_CLAIMS, authenticate, bearer, get_runtime, get_settings
@@ -79,6 +81,26 @@ def _unsupported_body(headers: list[tuple[bytes, bytes]]) -> bool:
     return has_body and (content_type is None or not _is_json(content_type))
 
 
+def _claims_parameter(route: APIRoute) -> str | None:
+    """The parameter of an endpoint that takes the caller's claims and nothing else, and
+    answers a Response itself; None for any other endpoint."""
+    endpoint = route.endpoint
+    parameters = inspect.signature(endpoint).parameters
+    returns = inspect.signature(endpoint, eval_str=True).return_annotation
+    subs = route.dependant.dependencies
+    if (
+        len(parameters) == 1
+        and len(subs) == 1
+        and subs[0].call is bearer
+        and subs[0].name in parameters
+        and inspect.iscoroutinefunction(endpoint)
+        and isinstance(returns, type)
+        and issubclass(returns, Response)
+    ):
+        return subs[0].name
+    return None
+
+
 class ServiceRoute(APIRoute):
     """Two checks before FastAPI reads a parameter or solves a dependency.
 
@@ -101,6 +123,7 @@ class ServiceRoute(APIRoute):
             (call for call in _solve_order(self.dependant) if call not in _NEVER_REFUSE), None
         )
         self.checks_bearer_first = body is None and first is bearer
+        self.claims_parameter = _claims_parameter(self) if self.checks_bearer_first else None
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] in (self.methods or ()):
@@ -109,11 +132,15 @@ class ServiceRoute(APIRoute):
                 error = UnsupportedMediaType()
             elif self.checks_bearer_first:
                 try:
-                    scope.setdefault("state", {})[VERIFIED_CLAIMS] = await authenticate(
-                        Request(scope, receive)
-                    )
+                    claims = await authenticate(Request(scope, receive))
                 except AppError as refused:
                     error = refused
+                else:
+                    if self.claims_parameter is not None:
+                        response = await self.endpoint(**{self.claims_parameter: claims})
+                        await response(scope, receive, send)
+                        return
+                    scope.setdefault("state", {})[VERIFIED_CLAIMS] = claims
             if error is not None:
                 runtime: Runtime = scope["app"].state.runtime
                 start, body = _messages(error, runtime.settings.TOKEN_ISSUER)

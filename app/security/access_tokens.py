@@ -1,7 +1,6 @@
 """Access tokens: RFC 9068-style JWS, minted and checked with PyJWT and nothing left to defaults."""
 
 import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -182,30 +181,33 @@ class AccessTokenCodec:
         return _claims(claims)
 
 
-def _canonical_segment(segment: str) -> bytes:
-    """A base64url segment's bytes; refused unless the segment is their one canonical
-    encoding (as PyJWT refuses it, so the reason is the same on either path)."""
-    try:
-        data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    except (ValueError, binascii.Error):
-        raise TokenRejected("malformed token") from None
-    if base64.urlsafe_b64encode(data).rstrip(b"=") != segment.encode("ascii"):
-        raise TokenRejected("malformed token")
-    return data
+_BASE64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+# RFC 4648 §3.5: the last character of a segment of 2 (or 3) characters modulo 4 carries 4
+# (or 2) unused bits, zero in the one canonical encoding.
+_CANONICAL_LAST = {2: frozenset(_BASE64URL[::16]), 3: frozenset(_BASE64URL[::4])}
+
+
+def _is_canonical(segment: str) -> bool:
+    """Whether a segment of base64url characters (COMPACT_JWS checked the alphabet) is
+    the one canonical encoding of its bytes, as PyJWT requires; nothing is decoded."""
+    remainder = len(segment) % 4
+    if remainder == 0:
+        return True
+    last = _CANONICAL_LAST.get(remainder)
+    return last is not None and segment[-1] in last
 
 
 def _check_hmac(token: str, secret: bytes, digest: Callable[[], Any]) -> None:
     """The HMAC signature of a compact JWS whose header passed, compared in constant time.
 
     Every segment must be canonical base64url first (the shape check, as in PyJWT), so the
-    reason stays "malformed token" for a token that is both malformed and forged."""
-    signing_input, _, signature_segment = token.rpartition(".")
-    header_segment, _, payload_segment = signing_input.partition(".")
-    _canonical_segment(header_segment)
-    _canonical_segment(payload_segment)
-    signature = _canonical_segment(signature_segment)
-    expected = hmac.digest(secret, signing_input.encode("ascii"), digest)
-    if not hmac.compare_digest(expected, signature):
+    reason stays "malformed token" for a token that is both malformed and forged. The
+    expected signature is encoded and compared as text: nothing of the token is decoded."""
+    signing_input, _, signature = token.rpartition(".")
+    if not all(map(_is_canonical, token.split("."))):
+        raise TokenRejected("malformed token")
+    expected = base64.urlsafe_b64encode(hmac.digest(secret, signing_input.encode(), digest))
+    if not hmac.compare_digest(expected.rstrip(b"="), signature.encode()):
         raise TokenRejected("bad signature")
 
 

@@ -171,11 +171,25 @@ def test_a_forged_token_is_refused_before_fastapi_solves_a_dependency(
     make_user(db)
     token = login(client)["access_token"]
     solved.counts.clear()
-    assert client.get("/test", headers=bearer(forged(token))).status_code == 401
+    assert client.get("/account/me", headers=bearer(forged(token))).status_code == 401
     assert solved["solve"] == 0
     # The counter counts: a valid token goes on to the endpoint through FastAPI.
-    assert client.get("/test", headers=bearer(token)).status_code == 200
+    assert client.get("/account/me", headers=bearer(token)).status_code == 200
     assert solved["solve"] == 1
+
+
+def test_an_endpoint_that_takes_the_claims_alone_is_called_without_fastapi(
+    client: TestClient, db: Session, solved: Calls
+) -> None:
+    make_user(db)
+    token = login(client)["access_token"]
+    solved.counts.clear()
+    response = client.get("/test", headers=bearer(token))
+    assert response.status_code == 200
+    assert response.json() == "Only authenticated user can consume this endpoint"
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert solved["solve"] == 0
 
 
 def _headers_for(case: str, token: str) -> dict[str, str] | list[tuple[str, str]]:

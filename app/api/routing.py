@@ -51,6 +51,11 @@ def _messages(error: AppError, realm: str) -> tuple[Message, Message]:
     return messages
 
 
+def _realm(scope: Scope) -> str:
+    runtime: Runtime = scope["app"].state.runtime
+    return runtime.settings.TOKEN_ISSUER
+
+
 def _solve_order(dependant: Dependant) -> Iterator[Callable[..., object] | None]:
     """The dependencies' callables in the order FastAPI solves them (depth first)."""
     for sub in dependant.dependencies:
@@ -127,23 +132,25 @@ class ServiceRoute(APIRoute):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] in (self.methods or ()):
-            error: AppError | None = None
+            refusal: tuple[Message, Message] | None = None
             if self.takes_json and _unsupported_body(scope["headers"]):
-                error = UnsupportedMediaType()
+                refusal = _messages(UnsupportedMediaType(), _realm(scope))
             elif self.checks_bearer_first:
                 try:
                     claims = await authenticate(Request(scope, receive))
                 except AppError as refused:
-                    error = refused
+                    # Rendered here, so that no local outlives the block holding the error:
+                    # the error's traceback holds this frame, and the two would make a
+                    # reference cycle per refused request for the garbage collector.
+                    refusal = _messages(refused, _realm(scope))
                 else:
                     if self.claims_parameter is not None:
                         response = await self.endpoint(**{self.claims_parameter: claims})
                         await response(scope, receive, send)
                         return
                     scope.setdefault("state", {})[VERIFIED_CLAIMS] = claims
-            if error is not None:
-                runtime: Runtime = scope["app"].state.runtime
-                start, body = _messages(error, runtime.settings.TOKEN_ISSUER)
+            if refusal is not None:
+                start, body = refusal
                 await send(start)
                 await send(body)
                 return

@@ -5,6 +5,8 @@ and a valid token's check reads no database row. Counted calls, not timings, so 
 holds on any machine.
 """
 
+import asyncio
+import gc
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,6 +19,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import event
 from sqlalchemy.orm import Session
+from starlette.types import Message
 
 from app.runtime import Runtime
 from tests.factories import bearer, login, make_user
@@ -239,3 +242,55 @@ def test_a_refusal_before_fastapi_answers_exactly_as_the_dependency_does(
     assert early.headers["Content-Type"] == "application/problem+json"
     assert early.headers["X-Content-Type-Options"] == "nosniff"
     assert early.headers["X-Request-ID"] != late.headers["X-Request-ID"]
+
+
+async def _get(app: FastAPI, headers: list[tuple[bytes, bytes]]) -> int:
+    """One GET /test straight through the ASGI app; the status it answered."""
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/test",
+        "raw_path": b"/test",
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    await app(scope, receive, send)
+    status: int = sent[0]["status"]
+    return status
+
+
+def test_a_refused_token_leaves_no_garbage_for_the_collector(
+    app: FastAPI, client: TestClient, db: Session
+) -> None:
+    # A reference cycle per refusal (an error held beside its own traceback) would make a
+    # flood of forged tokens run the garbage collector, whose full passes stall every request.
+    make_user(db)
+    headers = [(b"authorization", f"Bearer {forged(login(client)['access_token'])}".encode())]
+
+    async def refuse_many() -> tuple[list[int], int]:
+        await _get(app, headers)
+        gc.collect()
+        gc.disable()
+        try:
+            statuses = [await _get(app, headers) for _ in range(50)]
+            return statuses, gc.collect()
+        finally:
+            gc.enable()
+
+    statuses, garbage = asyncio.run(refuse_many())
+    assert statuses == [401] * 50
+    assert garbage == 0

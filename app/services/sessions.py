@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, aliased
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
+from sqlalchemy.sql.elements import Label
 from sqlalchemy.sql.selectable import ScalarSelect
 
 from app.errors import (
@@ -120,13 +121,18 @@ def _live(
     )
 
 
-async def _roles_of(db: AsyncSession, user_id: int) -> list[str]:
-    """The user's roles now, sorted: one read of the user_roles primary key.
-
-    (A correlated subquery in the RETURNING clause would save the round trip, but SQLite
-    renders RETURNING columns unqualified, and user_roles.user_id would shadow the outer one.)
-    """
-    return sorted(await db.scalars(select(UserRole.role).where(UserRole.user_id == user_id)))
+def _roles_column(owner: ColumnElement[int], table: Table, dialect: str) -> Label[Any]:
+    """The roles of the user `owner` names, as one column of a RETURNING clause on `table`:
+    an array (PostgreSQL) or JSON text (SQLite), read by `_roles`. Saves a round trip."""
+    user_roles = cast(Table, UserRole.__table__).c
+    if dialect == "postgresql":
+        roles = select(func.array_agg(user_roles.role)).where(user_roles.user_id == owner)
+    else:
+        # SQLite renders RETURNING columns unqualified: user_roles.user_id would shadow the
+        # owner's column, so the subquery names it `owner`.
+        owned = select(user_roles.role, user_roles.user_id.label("owner")).subquery()
+        roles = select(func.json_group_array(owned.c.role)).where(owned.c.owner == owner)
+    return roles.correlate(table).scalar_subquery().label("roles")
 
 
 def _seconds(later: datetime, now: datetime) -> int:
@@ -230,6 +236,7 @@ async def start(
     it again: a login whose password check read the row before such a change committed
     never yields a live session, and answers as if it had begun after the change.
     """
+    users = cast(Table, User.__table__)
     current = (
         await db.execute(
             update(User)
@@ -239,7 +246,11 @@ async def start(
                 User.is_active.is_(True),
             )
             .values(last_login_at=now)
-            .returning(User.email, User.phone_number)
+            .returning(
+                User.email,
+                User.phone_number,
+                _roles_column(users.c.id, users, db.get_bind().dialect.name),
+            )
             .execution_options(synchronize_session=False)
         )
     ).one_or_none()
@@ -258,7 +269,7 @@ async def start(
         session_expires_at=now + issuer.session_max,
         client=client,
         now=now,
-        roles=await _roles_of(db, user.id),
+        roles=_roles(current.roles),
         amr=amr,
     )
     await db.flush()
@@ -285,23 +296,14 @@ def _spend(
     Of two concurrent refreshes exactly one gets the row back. The RETURNING also
     reads the user's claims and roles, saving round trips.
     """
-
     # Core tables, not the ORM classes: an ORM-enabled UPDATE would compute its cache key
     # and prepare a session synchronization on every execution.
     table = cast(Table, RefreshToken.__table__)
     tokens, users = table.c, cast(Table, User.__table__).c
-    user_roles = cast(Table, UserRole.__table__).c
 
     def of_user(column: ColumnElement[T]) -> ScalarSelect[T]:
         return select(column).where(users.id == tokens.user_id).correlate(table).scalar_subquery()
 
-    if dialect == "postgresql":
-        roles = select(func.array_agg(user_roles.role)).where(user_roles.user_id == tokens.user_id)
-    else:
-        # SQLite renders RETURNING columns unqualified: user_roles.user_id would shadow the
-        # token's, so the subquery names it `owner`.
-        owned = select(user_roles.role, user_roles.user_id.label("owner")).subquery()
-        roles = select(func.json_group_array(owned.c.role)).where(owned.c.owner == tokens.user_id)
     return (
         update(table)
         .where(tokens.token_digest == token_digest, _live(now, tokens))
@@ -312,7 +314,7 @@ def _spend(
             *(tokens[c.key] for c in _INHERITED),
             of_user(users.email).label("email"),
             of_user(users.phone_number).label("phone_number"),
-            roles.correlate(table).scalar_subquery().label("roles"),
+            _roles_column(tokens.user_id, table, dialect),
         )
     )
 

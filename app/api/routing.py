@@ -115,7 +115,8 @@ class ServiceRoute(APIRoute):
     - A route without a body, whose first dependency that can refuse is the bearer check,
       runs that check here: a refused token is answered from messages rendered once per
       reason, with no exception raised through FastAPI and Starlette; a verified one is
-      left in the scope for the dependency, which returns it.
+      left in the scope for the dependency, which returns it. An endpoint that takes
+      those claims alone and answers a Response itself (`GET /test`) is called here.
 
     A method the route does not serve still answers 405 first.
     """

@@ -320,7 +320,8 @@ def _spend(
 
 
 def _roles(value: Any) -> list[str]:
-    """The roles the spend returned, sorted: an array (PostgreSQL) or JSON text (SQLite)."""
+    """The roles a `_roles_column` returned, sorted: an array (PostgreSQL) or JSON text
+    (SQLite)."""
     if value is None:
         return []
     found = json.loads(value) if isinstance(value, str) else value

@@ -571,12 +571,24 @@ async def _revoke(db: AsyncSession, which: ColumnElement[bool], now: datetime) -
     that waited for a concurrent rotation's row lock does not see the child that
     rotation inserted, which would stay live; the next statement does see it. A
     rotation that starts later waits for our locks and then finds its token revoked.
+
+    The rows are locked in id order first: two revocations of one family (a logout and
+    a reuse, say) would otherwise lock its rows in the order each scan meets them, and
+    a row rewritten by a rotation moves, so each could hold a row the other waits for
+    (a deadlock, which PostgreSQL ends by failing one of them).
     """
     sessions: set[uuid.UUID] = set()
+    in_id_order = (
+        select(RefreshToken.id)
+        .where(which, RefreshToken.revoked_at.is_(None))
+        .order_by(RefreshToken.id)
+        # FOR NO KEY UPDATE: the lock the UPDATE itself takes.
+        .with_for_update(key_share=True)
+    )
     while True:
         ended = await db.execute(
             update(RefreshToken)
-            .where(which, RefreshToken.revoked_at.is_(None))
+            .where(RefreshToken.id.in_(in_id_order.scalar_subquery()))
             .values(revoked_at=now)
             .returning(RefreshToken.session_id)
             .execution_options(synchronize_session=False)
@@ -599,7 +611,8 @@ async def _record_ended(
     # A session ended twice keeps its first end: its access tokens expired no later.
     await db.execute(
         insert(EndedSession)
-        .values([{"session_id": sid, "ended_at": now} for sid in session_ids])
+        # In one order, like the rows above: concurrent inserts of one id wait in turn.
+        .values([{"session_id": sid, "ended_at": now} for sid in sorted(session_ids)])
         .on_conflict_do_nothing(index_elements=[EndedSession.session_id])
     )
     # Added before the commit: if the commit fails the session is refused

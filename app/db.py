@@ -2,17 +2,19 @@
 
 import asyncio
 import math
+import sqlite3
 from collections.abc import AsyncIterator, Generator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import psycopg
 from sqlalchemy import DateTime, Dialect, MetaData, event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, AdaptedConnection, Connection, Engine, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -20,7 +22,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 from sqlalchemy.types import TypeDecorator
 
 from app.config import Settings
@@ -103,18 +105,38 @@ def _configure_sqlite(
     cursor.close()
 
 
-def _begin_immediate(connection: Any) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+def _begin_immediate(connection: Connection) -> None:
+    """BEGIN IMMEDIATE in one call to aiosqlite's thread, where a statement through a
+    SQLAlchemy cursor takes three (open the cursor, execute, close it)."""
+    adapted = cast(AdaptedConnection, connection.connection.dbapi_connection)
+    try:
+        adapted.run_async(lambda driver: driver.execute("BEGIN IMMEDIATE"))
+    except sqlite3.Error as exc:
+        # As a statement would raise it: "database is locked" is an OperationalError.
+        raise DBAPIError.instance("BEGIN IMMEDIATE", None, exc, sqlite3.Error) from exc
+
+
+def _rollback_if_open(
+    dbapi_connection: Any, _record: ConnectionPoolEntry, state: PoolResetState
+) -> None:
+    """The pool's reset on return, only for a transaction still open: the pool's own
+    reset rolls back after every commit, one more call to aiosqlite's thread."""
+    usable = state.asyncio_safe and not state.terminate_only
+    if usable and dbapi_connection.driver_connection.in_transaction:
+        dbapi_connection.rollback()
 
 
 def install_sqlite_transactions(
-    sync_engine: Any, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS
+    sync_engine: Engine, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS
 ) -> None:
+    """For an aiosqlite engine created with `pool_reset_on_return=None`."""
+
     def configure(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
         _configure_sqlite(dbapi_connection, record, busy_timeout_ms)
 
     event.listen(sync_engine, "connect", configure)
     event.listen(sync_engine, "begin", _begin_immediate)
+    event.listen(sync_engine, "reset", _rollback_if_open)
 
 
 class _PostgresConnection(psycopg.AsyncConnection[Any]):
@@ -184,7 +206,13 @@ def create_engine_for(settings: Settings) -> AsyncEngine:
         # SQLite runs one writer at a time (BEGIN IMMEDIATE for every transaction), so
         # one connection loses nothing, and requests queue on the pool, handed over at
         # once, instead of in SQLite's busy handler, which polls with growing sleeps.
-        options |= {"pool_size": 1, "max_overflow": 0, "pool_timeout": timeout}
+        options |= {
+            "pool_size": 1,
+            "max_overflow": 0,
+            "pool_timeout": timeout,
+            # Replaced by _rollback_if_open (install_sqlite_transactions).
+            "pool_reset_on_return": None,
+        }
     if url.get_backend_name() == "postgresql":
         # A local SQLite file never drops a connection: pinging it would only cost a round trip.
         options |= {

@@ -91,10 +91,11 @@ def test_a_connection_returned_in_a_transaction_releases_the_write_lock(
 
     async def leave_a_transaction_open(engine: AsyncEngine) -> None:
         async with engine.connect() as connection:
-            raw = await connection.get_raw_connection()
+            driver = (await connection.get_raw_connection()).driver_connection
+            assert isinstance(driver, aiosqlite.Connection)
             # Behind SQLAlchemy's back: the pool's reset is all that can end it.
-            await raw.driver_connection.execute("BEGIN IMMEDIATE")
-            assert raw.driver_connection.in_transaction
+            await driver.execute("BEGIN IMMEDIATE")
+            assert driver.in_transaction
         # The connection is back in the pool, still open.
         probe = sqlite3.connect(database, timeout=0, isolation_level=None)
         try:

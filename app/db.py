@@ -3,18 +3,25 @@
 import asyncio
 import math
 import sqlite3
+from collections import deque
 from collections.abc import AsyncIterator, Generator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+import aiosqlite
 import psycopg
 from sqlalchemy import DateTime, Dialect, MetaData, event
-from sqlalchemy.engine import URL, AdaptedConnection, Connection, Engine, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.connectors.asyncio import AsyncAdapt_dbapi_connection
+from sqlalchemy.dialects.sqlite.aiosqlite import (
+    AsyncAdapt_aiosqlite_connection,
+    AsyncAdapt_aiosqlite_cursor,
+    AsyncAdapt_aiosqlite_dbapi,
+)
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -105,15 +112,98 @@ def _configure_sqlite(
     cursor.close()
 
 
-def _begin_immediate(connection: Connection) -> None:
-    """BEGIN IMMEDIATE in one call to aiosqlite's thread, where a statement through a
-    SQLAlchemy cursor takes three (open the cursor, execute, close it)."""
-    adapted = cast(AdaptedConnection, connection.connection.dbapi_connection)
+def _run_statement(
+    connection: sqlite3.Connection, operation: str, parameters: Any, many: bool
+) -> tuple[Any, int, int | None, list[Any]]:
+    """On aiosqlite's thread: the statement's description, row count, last row id, rows."""
+    cursor = connection.cursor()
     try:
-        adapted.run_async(lambda driver: driver.execute("BEGIN IMMEDIATE"))
-    except sqlite3.Error as exc:
-        # As a statement would raise it: "database is locked" is an OperationalError.
-        raise DBAPIError.instance("BEGIN IMMEDIATE", None, exc, sqlite3.Error) from exc
+        if many:
+            cursor.executemany(operation, parameters)
+        else:
+            cursor.execute(operation, () if parameters is None else parameters)
+        rows = cursor.fetchall() if cursor.description else []
+        return cursor.description, cursor.rowcount, cursor.lastrowid, rows
+    finally:
+        cursor.close()
+
+
+class _OneTripCursor(AsyncAdapt_aiosqlite_cursor):
+    """A statement in one call to aiosqlite's thread: open a cursor, execute, fetch the
+    rows, close. SQLAlchemy's adapter makes a call of each (four), and every call costs
+    a pass of the event loop and two thread switches, on the core the requests share.
+
+    aiosqlite's queue of calls (`_execute`) and sqlite3 connection (`_conn`) are what its
+    own cursors and SQLAlchemy's adapter use; `tests/test_sqlite_engine.py` counts the
+    calls and runs the statements SQLAlchemy sends through this cursor.
+    """
+
+    __slots__ = ("_arraysize", "_description", "_lastrowid", "_rowcount")
+
+    def __init__(self, adapt_connection: AsyncAdapt_dbapi_connection) -> None:
+        self._adapt_connection = adapt_connection
+        self._connection = adapt_connection.driver_connection
+        self._rows = deque()
+        self._arraysize = 1
+        self._description: Any = None
+        self._rowcount = -1
+        self._lastrowid: int | None = None
+
+    @property
+    def description(self) -> Any:
+        return self._description
+
+    @property
+    def rowcount(self) -> int:
+        return self._rowcount
+
+    @property
+    def lastrowid(self) -> int | None:  # type: ignore[override]
+        return self._lastrowid
+
+    @property
+    def arraysize(self) -> int:
+        return self._arraysize
+
+    @arraysize.setter
+    def arraysize(self, value: int) -> None:
+        self._arraysize = value
+
+    async def _run(self, operation: Any, parameters: Any, many: bool) -> None:
+        driver = self._connection
+        async with self._adapt_connection._execute_mutex:
+            found = await driver._execute(_run_statement, driver._conn, operation, parameters, many)
+        self._description, self._rowcount, self._lastrowid, rows = found
+        self._rows = deque(rows)
+
+    async def _execute_async(self, operation: Any, parameters: Any) -> None:
+        await self._run(operation, parameters, many=False)
+
+    async def _executemany_async(self, operation: Any, seq_of_parameters: Any) -> None:
+        await self._run(operation, seq_of_parameters, many=True)
+
+    async def _async_soft_close(self) -> None:
+        """Nothing is left open: the rows were fetched with the statement."""
+
+    def close(self) -> None:
+        self._rows.clear()
+
+
+class _OneTripConnection(AsyncAdapt_aiosqlite_connection):
+    __slots__ = ()
+    _cursor_cls = _OneTripCursor
+
+
+class _OneTripDriver(AsyncAdapt_aiosqlite_dbapi):
+    """aiosqlite, as SQLAlchemy adapts it, with `_OneTripCursor` for every statement."""
+
+    def connect(self, *args: Any, **kwargs: Any) -> _OneTripConnection:
+        adapted = super().connect(*args, **kwargs)
+        return _OneTripConnection(self, adapted.driver_connection)
+
+
+def _begin_immediate(connection: Connection) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _rollback_if_open(
@@ -212,6 +302,7 @@ def create_engine_for(settings: Settings) -> AsyncEngine:
             "pool_timeout": timeout,
             # Replaced by _rollback_if_open (install_sqlite_transactions).
             "pool_reset_on_return": None,
+            "module": _OneTripDriver(aiosqlite, sqlite3),
         }
     if url.get_backend_name() == "postgresql":
         # A local SQLite file never drops a connection: pinging it would only cost a round trip.

@@ -4,7 +4,6 @@ each costs a pass of the event loop). On a SQLite file of their own, whatever
 DATABASE_URL the run uses."""
 
 import asyncio
-import functools
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -13,22 +12,11 @@ from typing import Any
 import aiosqlite
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.db import create_engine_for, create_sessionmaker
-
-# The aiosqlite calls SQLAlchemy's adapter makes, each one trip to the driver's thread.
-DRIVER_CALLS = [
-    (aiosqlite.Connection, "cursor"),
-    (aiosqlite.Connection, "execute"),
-    (aiosqlite.Connection, "commit"),
-    (aiosqlite.Connection, "rollback"),
-    (aiosqlite.Cursor, "execute"),
-    (aiosqlite.Cursor, "fetchall"),
-    (aiosqlite.Cursor, "close"),
-]
 
 
 @pytest.fixture
@@ -40,18 +28,18 @@ def sqlite_settings(settings: Settings, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def driver_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The names of the aiosqlite calls made while the test runs, in order."""
+    """The functions sent to aiosqlite's thread while the test runs, in order: its
+    `_execute` queue is where every call of its API goes."""
     made: list[str] = []
-    for owner, name in DRIVER_CALLS:
-        method = getattr(owner, name)
+    queue: Callable[..., Awaitable[Any]] = aiosqlite.Connection._execute
 
-        def counted(
-            *args: Any, _method: Callable[..., Any] = method, _name: str = name, **kwargs: Any
-        ) -> Any:
-            made.append(_name)
-            return _method(*args, **kwargs)
+    async def counted(
+        connection: aiosqlite.Connection, fn: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Any:
+        made.append(fn.__name__)
+        return await queue(connection, fn, *args, **kwargs)
 
-        monkeypatch.setattr(owner, name, functools.wraps(method)(counted))
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
     return made
 
 
@@ -76,12 +64,14 @@ def test_a_committed_transaction_makes_no_call_it_does_not_need(
             driver_calls.clear()
             assert (await db.execute(text("SELECT 2"))).scalar_one() == 2
             await db.commit()
+        made.extend(driver_calls)
 
+    made: list[str] = []
     run(sqlite_settings, one_transaction)
 
-    # BEGIN IMMEDIATE in one call, the statement in four (SQLAlchemy's cursor), the
-    # COMMIT; no ROLLBACK from the pool after the COMMIT.
-    assert driver_calls == ["execute", "cursor", "execute", "fetchall", "close", "commit"]
+    # One call per statement (BEGIN IMMEDIATE, the SELECT with its rows), the COMMIT; no
+    # ROLLBACK from the pool after the COMMIT.
+    assert made == ["_run_statement", "_run_statement", "commit"]
 
 
 def test_a_connection_returned_in_a_transaction_releases_the_write_lock(
@@ -126,3 +116,39 @@ def test_a_write_lock_held_past_the_timeout_is_an_operational_error(
     finally:
         holder.rollback()
         holder.close()
+
+
+def test_statements_through_the_one_call_cursor_answer_as_sqlite_does(
+    sqlite_settings: Settings,
+) -> None:
+    """Rows, row counts, many rows in one statement, RETURNING, and errors as SQLAlchemy's
+    exceptions: the connection stays usable after one."""
+
+    async def statements(engine: AsyncEngine) -> None:
+        async with engine.begin() as connection:
+            await connection.exec_driver_sql(
+                "CREATE TABLE things (id INTEGER PRIMARY KEY, name TEXT UNIQUE)"
+            )
+            await connection.execute(
+                text("INSERT INTO things (name) VALUES (:name)"),
+                [{"name": "a"}, {"name": "b"}, {"name": "c"}],
+            )
+            renamed = await connection.execute(
+                text("UPDATE things SET name = name || '!' WHERE name != 'a'")
+            )
+            assert renamed.rowcount == 2
+            added = await connection.execute(
+                text("INSERT INTO things (name) VALUES ('d') RETURNING id, name")
+            )
+            assert added.one() == (4, "d")
+            names = await connection.execute(text("SELECT name FROM things ORDER BY id"))
+            assert names.scalars().all() == ["a", "b!", "c!", "d"]
+            assert (await connection.execute(text("SELECT 1 WHERE 0"))).all() == []
+        async with engine.begin() as connection:
+            with pytest.raises(IntegrityError, match="UNIQUE"):
+                await connection.execute(text("INSERT INTO things (name) VALUES ('a')"))
+        async with engine.connect() as connection:
+            count = await connection.scalar(text("SELECT count(*) FROM things"))
+            assert count == 4
+
+    run(sqlite_settings, statements)

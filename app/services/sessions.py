@@ -139,7 +139,11 @@ def _seconds(later: datetime, now: datetime) -> int:
     return max(0, int((later - now).total_seconds()))
 
 
-def _issue(
+# The row of a new refresh token, its columns named by the parameters: built once.
+_INSERT_TOKEN = insert(cast(Table, RefreshToken.__table__)).returning(RefreshToken.id)
+
+
+async def _issue(
     db: AsyncSession,
     issuer: TokenIssuer,
     *,
@@ -152,22 +156,24 @@ def _issue(
     now: datetime,
     roles: Sequence[str] = (),
     amr: Sequence[str] = PASSWORD_ONLY,
-) -> tuple[RefreshToken, Grant]:
+) -> tuple[int, Grant]:
+    """Store a new refresh token of the session and mint its pair; the row's id."""
     refresh_token = new_refresh_token()
     amr = sorted(set(amr))
-    row = RefreshToken(
-        session_id=session_id,
-        user_id=user_id,
-        token_digest=digest(refresh_token),
-        created_at=now,
-        expires_at=now + issuer.refresh_ttl,
-        session_expires_at=session_expires_at,
-        user_agent=client.user_agent,
-        ip=client.ip,
+    row = {
+        "session_id": session_id,
+        "user_id": user_id,
+        "token_digest": digest(refresh_token),
+        "created_at": now,
+        "expires_at": now + issuer.refresh_ttl,
+        "session_expires_at": session_expires_at,
+        "user_agent": client.user_agent,
+        "ip": client.ip,
         # The session keeps its login's methods: each refresh mints them again.
-        amr=" ".join(amr),
-    )
-    db.add(row)
+        "amr": " ".join(amr),
+    }
+    # A Core INSERT: the ORM's unit of work would cost more than the statement.
+    row_id = (await db.execute(_INSERT_TOKEN, row)).scalar_one()
     grant = _grant(
         issuer,
         refresh_token,
@@ -180,7 +186,7 @@ def _issue(
         roles=roles,
         amr=amr,
     )
-    return row, grant
+    return row_id, grant
 
 
 def _grant(
@@ -218,6 +224,22 @@ def _grant(
     )
 
 
+@cache
+def _login_update(dialect: str) -> Executable:
+    """The login's UPDATE of its user (see `start`), built once per dialect."""
+    users = cast(Table, User.__table__)
+    return (
+        update(users)
+        .where(
+            users.c.id == bindparam("user_id"),
+            users.c.credentials_version == bindparam("version"),
+            users.c.is_active.is_(True),
+        )
+        .values(last_login_at=bindparam("now"))
+        .returning(users.c.email, users.c.phone_number, _roles_column(users.c.id, users, dialect))
+    )
+
+
 async def start(
     db: AsyncSession,
     *,
@@ -236,22 +258,10 @@ async def start(
     it again: a login whose password check read the row before such a change committed
     never yields a live session, and answers as if it had begun after the change.
     """
-    users = cast(Table, User.__table__)
     current = (
         await db.execute(
-            update(User)
-            .where(
-                User.id == user.id,
-                User.credentials_version == user.credentials_version,
-                User.is_active.is_(True),
-            )
-            .values(last_login_at=now)
-            .returning(
-                User.email,
-                User.phone_number,
-                _roles_column(users.c.id, users, db.get_bind().dialect.name),
-            )
-            .execution_options(synchronize_session=False)
+            _login_update(db.get_bind().dialect.name),
+            {"user_id": user.id, "version": user.credentials_version, "now": now},
         )
     ).one_or_none()
     if current is None:
@@ -259,7 +269,7 @@ async def start(
         active = await db.scalar(select(User.is_active).where(User.id == user.id))
         raise AccountDisabled() if active is False else InvalidCredentials()
     set_committed_value(user, "last_login_at", now)
-    _, grant = _issue(
+    _, grant = await _issue(
         db,
         issuer,
         user_id=user.id,
@@ -272,7 +282,6 @@ async def start(
         roles=_roles(current.roles),
         amr=amr,
     )
-    await db.flush()
     audit.record(Event.LOGIN_SUCCEEDED, user_id=user.id, session_id=grant.session_id)
     return grant
 
@@ -506,7 +515,7 @@ async def _retry(
         user = (
             await db.execute(select(User.email, User.phone_number).where(User.id == found.user_id))
         ).one()
-        child, grant = _issue(
+        child_id, grant = await _issue(
             db,
             issuer,
             user_id=found.user_id,
@@ -518,11 +527,10 @@ async def _retry(
             now=now,
             amr=_amr_of(found.amr),
         )
-        await db.flush()
         await db.execute(
             update(RefreshToken)
             .where(RefreshToken.id == found.id)
-            .values(replaced_by_id=child.id)
+            .values(replaced_by_id=child_id)
             .execution_options(synchronize_session=False)
         )
         audit.record(Event.REFRESH_RETRIED, user_id=found.user_id, session_id=found.session_id)

@@ -151,11 +151,15 @@ def _metrics_directory() -> str:
 
 async def _with_db(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     from app.db import create_engine_for, create_sessionmaker
+    from app.services.sessions import confirm_ended
 
     engine = create_engine_for(settings)
     try:
-        async with create_sessionmaker(engine)() as db, db.begin():
-            return await work(db)
+        async with create_sessionmaker(engine)() as db:
+            async with db.begin():
+                done = await work(db)
+            await confirm_ended(db)
+            return done
     finally:
         await engine.dispose()
 

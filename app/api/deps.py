@@ -34,7 +34,7 @@ from app.schemas import RefreshRequest
 from app.security import access_tokens
 from app.security.access_tokens import TokenRejected
 from app.security.addresses import ip_bucket
-from app.services import accounts
+from app.services import accounts, sessions
 from app.services.sessions import Client
 
 log = logging.getLogger("app.auth")
@@ -73,6 +73,7 @@ async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
         except AppError as exc:
             if exc.keeps_changes:
                 await db.commit()
+                await sessions.confirm_ended(db)
             else:
                 await db.rollback()
             raise
@@ -84,6 +85,7 @@ async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
             raise
         else:
             await db.commit()
+            await sessions.confirm_ended(db)
 
 
 # Committed or rolled back before the response is sent (FastAPI 0.121+ function scope).

@@ -1,6 +1,7 @@
 """Login sessions: families of rotating refresh tokens (RFC 9700 §4.14)."""
 
 import json
+import logging
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from app.errors import (
     InvalidToken,
     NotFound,
     RefreshTokenReused,
+    ServiceUnavailable,
 )
 from app.models import (
     IP_MAX_LENGTH,
@@ -54,6 +56,7 @@ from app.security.refresh_tokens import MAX_REFRESH_TOKEN_LENGTH, digest, new_re
 from app.stores.revocations import RevokedSessions
 
 T = TypeVar("T")
+log = logging.getLogger("app")
 # Concurrent retries each revoke the child the one before issued; bounded all the same.
 RETRY_ATTEMPTS = 5
 # RFC 8176 authentication methods: a password alone, or a password and a one-time code.
@@ -607,6 +610,10 @@ async def _revoke(db: AsyncSession, which: ColumnElement[bool], now: datetime) -
         sessions |= found
 
 
+# db.info: the sessions a transaction ended, with the set they were added to.
+_ENDED_HERE = "ended_sessions"
+
+
 async def _record_ended(
     db: AsyncSession, session_ids: Collection[uuid.UUID], *, revoked: RevokedSessions, now: datetime
 ) -> None:
@@ -624,8 +631,26 @@ async def _record_ended(
         .on_conflict_do_nothing(index_elements=[EndedSession.session_id])
     )
     # Added before the commit: if the commit fails the session is refused
-    # early, which fails closed.
+    # early, which fails closed. Added again once it commits (`confirm_ended`).
     await revoked.add(session_ids)
+    db.info.setdefault(_ENDED_HERE, []).append((revoked, list(session_ids)))
+
+
+async def confirm_ended(db: AsyncSession) -> None:
+    """After the commit of a transaction that ended sessions: add them to the set again.
+
+    A set lost between the add before the commit and the commit itself (Redis restarted
+    or flushed) was rebuilt from records that were not committed yet: without this add,
+    the ended sessions' access tokens would pass until they expire. If Redis is down now
+    and comes back empty, its rebuild reads the records, committed by then.
+    """
+    for revoked, session_ids in db.info.pop(_ENDED_HERE, ()):
+        try:
+            await revoked.add(session_ids)
+        except ServiceUnavailable:
+            log.warning(
+                "revocation store unavailable: %d ended sessions not added again", len(session_ids)
+            )
 
 
 async def _revoke_family(

@@ -12,6 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.observability.audit import Audit
 from app.runtime import Runtime
+from tests.faults.redis_server import redis_server
+
+# A private redis-server, for the tests of what a session's end does to the shared set.
+__all__ = ["redis_server"]
 
 T = TypeVar("T")
 AUDIT = Audit(request_id=None, ip=None, user_agent=None)

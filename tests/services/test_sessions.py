@@ -4,7 +4,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from app.errors import AccountDisabled, InvalidToken, NotFound, RefreshTokenReused
@@ -13,7 +13,9 @@ from app.runtime import Runtime
 from app.security.access_tokens import AccessClaims
 from app.security.refresh_tokens import MAX_REFRESH_TOKEN_LENGTH, digest
 from app.services import sessions
+from app.stores.revocations import RedisRevokedSessions
 from tests.factories import make_user
+from tests.faults.redis_server import RedisServer
 from tests.services.conftest import AUDIT, Services, transaction
 
 CLIENT = sessions.Client.of("192.0.2.1", "unit test")
@@ -304,3 +306,47 @@ def test_pruning_deletes_ended_families_and_keeps_live_ones_with_their_spent_row
 
     assert services.run(work) == (1, 0)
     assert db.scalar(select(func.count()).select_from(RefreshToken)) == 2
+
+
+def test_a_session_ended_while_the_shared_set_is_lost_stays_ended(
+    services: Services, db: Session, sync_engine: Engine, redis_server: RedisServer
+) -> None:
+    """Redis flushed between the add before the commit and the commit, and the set rebuilt
+    in between from records not committed yet: the add after the commit keeps the session
+    ended (as the request's get_db and the CLI make it)."""
+    user = make_user(db)
+
+    async def committed_records(since: datetime) -> list[tuple[uuid.UUID, datetime]]:
+        # Another process's read: only what is committed.
+        with sync_engine.connect() as connection:
+            found = connection.execute(
+                select(EndedSession.session_id, EndedSession.ended_at).where(
+                    EndedSession.ended_at >= since
+                )
+            )
+            return [(row.session_id, row.ended_at) for row in found]
+
+    async def work(runtime: Runtime) -> bool:
+        grant = await _start(runtime, user.id)
+        store = RedisRevokedSessions(redis_server.url, 60, committed_records)
+        await store.start()
+        try:
+            async with runtime.sessionmaker() as session:
+                await sessions.end(
+                    session,
+                    refresh_token=grant.refresh_token,
+                    revoked=store,
+                    now=_now(),
+                    audit=AUDIT,
+                )
+                redis_server.flushall()
+                # Any check now rebuilds the set, from records without this session's.
+                assert not await store.contains(uuid.uuid4())
+                assert store.reloads == 2
+                await session.commit()
+                await sessions.confirm_ended(session)
+            return await store.contains(grant.session_id)
+        finally:
+            await store.close()
+
+    assert services.run(work)
